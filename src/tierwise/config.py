@@ -1,0 +1,369 @@
+"""The router's configuration: typed, strict (unknown keys are errors), loaded from YAML.
+
+Strings may hold ``${VAR}`` or ``${VAR:-default}``; they are filled from the environment when the file is
+loaded, so secrets stay out of the file. Every error names the key path (``tiers.cheap.0``) and what was
+expected there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from tierwise.errors import ConfigError
+
+TASK_TYPES = ("summarize", "extract", "classify", "rephrase", "code", "reasoning", "chat")
+TaskType = Literal["summarize", "extract", "classify", "rephrase", "code", "reasoning", "chat"]
+PromptStorage = Literal["full", "hash", "none"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
+
+class ApiKey(_Strict):
+    id: str
+    key: SecretStr
+    user_tier: str | None = None
+
+
+class AuthConfig(_Strict):
+    # When true, every request needs one of ``keys`` as its bearer token (or ``x-api-key``).
+    required: bool = False
+    keys: list[ApiKey] = Field(default_factory=list)
+    # A header clients may set to say which user tier they are; null turns it off.
+    user_tier_header: str | None = "x-tierwise-user-tier"
+    default_user_tier: str | None = None
+
+
+class OpenAIProviderConfig(_Strict):
+    type: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class AnthropicProviderConfig(_Strict):
+    type: Literal["anthropic"]
+    base_url: str = "https://api.anthropic.com"
+    api_key: SecretStr | None = None
+    version: str = "2023-06-01"
+    headers: dict[str, str] = Field(default_factory=dict)
+    default_max_tokens: int = Field(4096, gt=0)
+
+
+class ReplayProviderConfig(_Strict):
+    type: Literal["replay"]
+    # A routing eval set (JSONL, see docs/datasets.md) or ``builtin:arena-demo``.
+    data: str = "builtin:arena-demo"
+    # Simulated upstream latency, for demos and benchmarks.
+    latency_ms: float = Field(0.0, ge=0)
+
+
+ProviderConfig = Annotated[
+    OpenAIProviderConfig | AnthropicProviderConfig | ReplayProviderConfig, Field(discriminator="type")
+]
+
+
+class Price(_Strict):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class ModelConfig(_Strict):
+    provider: str
+    # The model's name upstream; defaults to the key it is configured under.
+    name: str | None = None
+    context_window: int = Field(128_000, gt=0)
+    supports_tools: bool = True
+    price: Price | None = None
+
+
+class DomainRule(_Strict):
+    keywords: list[str]
+    min_tier: str
+
+
+class RuleCondition(_Strict):
+    task: list[TaskType] | None = None
+    domain: list[str] | None = None
+    keywords: list[str] | None = None
+    user_tier: list[str] | None = None
+    tools: bool | None = None
+    input_tokens_gt: int | None = None
+    input_tokens_lt: int | None = None
+    output_tokens_gt: int | None = None
+    depth_gt: int | None = None
+
+
+class Rule(_Strict):
+    name: str
+    when: RuleCondition
+    tier: str | None = None
+    min_tier: str | None = None
+    max_tier: str | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Rule:
+        if sum(x is not None for x in (self.tier, self.min_tier, self.max_tier)) != 1:
+            raise ValueError("a rule needs exactly one of tier, min_tier, max_tier")
+        return self
+
+
+def _default_domains() -> dict[str, DomainRule]:
+    return {
+        "legal": DomainRule(
+            keywords=[
+                "contract",
+                "lawsuit",
+                "litigation",
+                "statute",
+                "liability",
+                "indemnif*",
+                "attorney",
+                "court ruling",
+                "legal advice",
+                "plaintiff",
+                "defendant",
+                "jurisdiction",
+            ],
+            min_tier="mid",
+        ),
+        "medical": DomainRule(
+            keywords=[
+                "diagnos*",
+                "symptom*",
+                "dosage",
+                "prescription",
+                "medication",
+                "clinical",
+                "treatment plan",
+                "side effects",
+            ],
+            min_tier="mid",
+        ),
+        "finance": DomainRule(
+            keywords=[
+                "tax",
+                "portfolio",
+                "investment",
+                "securities",
+                "audit",
+                "balance sheet",
+                "cash flow",
+                "valuation",
+            ],
+            min_tier="mid",
+        ),
+        "security": DomainRule(
+            keywords=[
+                "vulnerability",
+                "exploit",
+                "CVE-*",
+                "penetration test",
+                "threat model",
+                "authentication bypass",
+                "malware",
+            ],
+            min_tier="mid",
+        ),
+    }
+
+
+def _default_blacklist() -> dict[str, list[str]]:
+    return {
+        "legal": ["contract review", "legal advice", "under * law", "lawsuit", "litigation"],
+        "safety": ["suicide", "self-harm", "overdose", "weapon", "explosive"],
+    }
+
+
+def _default_task_tiers() -> dict[TaskType, str]:
+    return {
+        "classify": "cheap", "extract": "cheap", "rephrase": "cheap", "summarize": "cheap",
+        "chat": "cheap", "code": "mid", "reasoning": "mid",
+    }  # fmt: skip
+
+
+class RoutingConfig(_Strict):
+    default_tier: str = "cheap"
+    # Starting tier for each task type the features detect.
+    task_tiers: dict[TaskType, str] = Field(default_factory=_default_task_tiers)
+    # Expertise domains: a keyword hit raises the tier to at least ``min_tier``.
+    domains: dict[str, DomainRule] = Field(default_factory=_default_domains)
+    # Keyword groups that force the premium tier; nothing (user tier, rules, the prompt) can lower it.
+    blacklist: dict[str, list[str]] = Field(default_factory=_default_blacklist)
+    # Free-form rules, applied in order after the task and domain tiers.
+    rules: list[Rule] = Field(default_factory=list)
+    # Per user tier, the highest tier its requests may reach (blacklist and hard limits excepted).
+    user_tier_caps: dict[str, str] = Field(default_factory=dict)
+    # Whether clients may pick a tier (``tierwise/<tier>``) or a concrete model.
+    allow_explicit_tier: bool = True
+
+
+class RetryConfig(_Strict):
+    # Tries per model, first one included.
+    attempts: int = Field(3, ge=1, le=10)
+    backoff_s: float = Field(0.25, ge=0)
+    max_backoff_s: float = Field(8.0, ge=0)
+    # Longest ``retry-after`` honoured; a longer one moves on to the next model instead.
+    max_retry_after_s: float = Field(10.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    # After a tier's models all fail, try the tiers above it.
+    fallback_up: bool = True
+
+
+def default_store_path() -> Path:
+    base = os.environ.get("TIERWISE_HOME")
+    if base:
+        return Path(base) / "records.db"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "tierwise" / "records.db"
+
+
+class StoreConfig(_Strict):
+    path: str | None = None  # None: default_store_path()
+    prompts: PromptStorage = "full"
+    batch_size: int = Field(256, gt=0)
+    flush_interval_s: float = Field(0.2, gt=0)
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).expanduser() if self.path else default_store_path()
+
+
+class RouterConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    # Ordered cheapest first; the last tier is premium, the baseline every saving is measured against.
+    tiers: dict[str, list[str]]
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @property
+    def tier_names(self) -> list[str]:
+        return list(self.tiers)
+
+    @property
+    def premium_tier(self) -> str:
+        return self.tier_names[-1]
+
+    @model_validator(mode="after")
+    def _references(self) -> RouterConfig:
+        problems: list[str] = []
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+        if not self.tiers:
+            problems.append("tiers: at least one tier is needed")
+        for tier, names in self.tiers.items():
+            if not names:
+                problems.append(f"tiers.{tier}: list at least one model")
+            problems.extend(
+                f"tiers.{tier}.{i}: unknown model {n!r}" for i, n in enumerate(names) if n not in self.models
+            )
+        tiers = set(self.tiers)
+
+        def check(path: str, tier: str | None) -> None:
+            if tier is not None and tier not in tiers:
+                problems.append(f"{path}: unknown tier {tier!r} (tiers are {', '.join(self.tiers)})")
+
+        r = self.routing
+        check("routing.default_tier", r.default_tier)
+        for task, tier in r.task_tiers.items():
+            check(f"routing.task_tiers.{task}", tier)
+        for name, domain in r.domains.items():
+            check(f"routing.domains.{name}.min_tier", domain.min_tier)
+        for i, rule in enumerate(r.rules):
+            for attr in ("tier", "min_tier", "max_tier"):
+                check(f"routing.rules.{i}.{attr}", getattr(rule, attr))
+        for user_tier, tier in r.user_tier_caps.items():
+            check(f"routing.user_tier_caps.{user_tier}", tier)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}.{i}") for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def fill(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                if default is None:
+                    raise ConfigError(
+                        f"{path}: environment variable {name} is not set "
+                        f"(set it, or write ${{{name}:-default}} in the config)"
+                    )
+                return default
+            return value
+
+        return _ENV.sub(fill, node)
+    return node
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        # Discriminated unions add the tag to the path; it helps less than it confuses.
+        loc = re.sub(r"\.(openai|anthropic|replay)(?=\.|$)", "", loc)
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        where = f"{loc}: " if loc else ""
+        lines.append(f"{source}: {where}{msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> RouterConfig:
+    """Validate an already-parsed mapping (environment variables get filled in first)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    data = _interpolate(data, "")
+    try:
+        return RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None = None) -> RouterConfig:
+    """Load a YAML config file; ``None`` loads the embedded demo default."""
+    if path is None:
+        text = resources.files("tierwise.data").joinpath("default.yaml").read_text("utf-8")
+        source = "<embedded default config>"
+    else:
+        p = Path(path)
+        try:
+            text = p.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+        source = str(p)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(data, source)

@@ -1,0 +1,415 @@
+"""The one orchestrator: route a request, call the planned models with retries and fallbacks, record it.
+
+The HTTP server, the library API and the offline evaluator all go through ``Engine``. It holds no HTTP
+server state and no globals: everything it needs comes in through the constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+from tierwise.classify.rules import RulesClassifier
+from tierwise.config import RouterConfig
+from tierwise.errors import AllAttemptsFailed, RequestError, UnknownModelError, UpstreamError, UpstreamTimeout
+from tierwise.features import Features, estimate_tokens
+from tierwise.messages import ChatRequest, ChatResponse, StreamAccumulator, StreamDelta, Usage
+from tierwise.policy.direct import PlannedModel, plan_from_tier
+from tierwise.pricing import Pricing
+from tierwise.providers.base import Provider, ProviderResult, ProviderStream
+from tierwise.store import RecordSink
+from tierwise.store.records import Attempt, RecordStatus, RoutingRecord
+
+AUTO_MODELS = ("tierwise/auto", "auto")
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Who asked, through which door, and when."""
+
+    request_id: str
+    endpoint: str
+    api_key_id: str | None = None
+    user_tier: str | None = None
+    class_override: str | None = None
+    ts: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class Route:
+    """The routing decision for one request and the models it will try, in order."""
+
+    tier: str
+    request_class: str
+    reason: str
+    features: Features
+    plan: list[PlannedModel]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "class": self.request_class,
+            "reason": self.reason,
+            "plan": [f"{p.tier}:{p.model}" for p in self.plan],
+        }
+
+
+@dataclass(slots=True)
+class _Opened:
+    """A stream whose first event has arrived (or that ended before any)."""
+
+    stream: ProviderStream
+    iterator: AsyncIterator[StreamDelta]
+    first: StreamDelta | None
+
+
+@dataclass(slots=True)
+class Completion:
+    response: ChatResponse
+    route: Route
+    record: RoutingRecord
+    meta: dict[str, str]
+
+
+class Engine:
+    def __init__(
+        self,
+        config: RouterConfig,
+        providers: Mapping[str, Provider],
+        *,
+        sink: RecordSink | None = None,
+        pricing: Pricing | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.sink = sink
+        self.pricing = pricing or Pricing(config)
+        self.classifier = RulesClassifier(config)
+        self._sleep = sleep
+        premium = config.tiers[config.premium_tier][0]
+        self._baseline_model = premium
+
+    @property
+    def model_names(self) -> list[str]:
+        """What clients may put in ``model``."""
+        names = ["tierwise/auto"]
+        if self.config.routing.allow_explicit_tier:
+            names += [f"tierwise/{t}" for t in self.config.tier_names]
+            names += list(self.config.models)
+        return names
+
+    # ---- routing ----
+
+    def route(self, request: ChatRequest, ctx: RequestContext) -> Route:
+        """Decide the tier and the plan; raises RequestError for requests no model can take."""
+        features = self.classifier.features(request, ctx.user_tier)
+        requested = request.model
+        retry = self.config.retry
+        if requested in AUTO_MODELS:
+            choice = self.classifier.classify(request, features)
+            tier, reason, request_class = choice.tier, choice.reason, choice.request_class
+        elif self.config.routing.allow_explicit_tier and requested.startswith("tierwise/"):
+            tier = requested.removeprefix("tierwise/")
+            if tier not in self.config.tiers:
+                raise UnknownModelError(requested, self.model_names)
+            reason, request_class = "explicit:tier", features.task
+        elif self.config.routing.allow_explicit_tier and requested in self.config.models:
+            tier = next((t for t, ms in self.config.tiers.items() if requested in ms), "")
+            plan = [PlannedModel(tier, requested)]
+            return Route(tier, ctx.class_override or features.task, "explicit:model", features, plan)
+        else:
+            raise UnknownModelError(requested, self.model_names)
+        plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=retry.fallback_up)
+        if moved_by is not None:
+            reason += f";hard:{moved_by}"
+        return Route(plan[0].tier, ctx.class_override or request_class, reason, features, plan)
+
+    # ---- calling ----
+
+    def _attempt_cost(self, model: str, usage: Usage, known: float | None) -> float:
+        if known is not None:
+            return known
+        cost = self.pricing.cost(model, usage)
+        return 0.0 if cost is None else cost
+
+    async def _with_retries(
+        self,
+        route: Route,
+        attempts: list[Attempt],
+        call: Callable[[Provider, str, float], Awaitable[T]],
+    ) -> tuple[PlannedModel, T]:
+        """Try each planned model, retrying retryable failures with backoff, until one call succeeds."""
+        retry = self.config.retry
+        for planned in route.plan:
+            spec = self.config.models[planned.model]
+            provider = self.providers[spec.provider]
+            upstream = spec.name or planned.model
+            for n in range(retry.attempts):
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(retry.timeout_s):
+                        result = await call(provider, upstream, retry.timeout_s)
+                except (TimeoutError, UpstreamError) as exc:
+                    err = (
+                        exc
+                        if isinstance(exc, UpstreamError)
+                        else UpstreamTimeout(f"no answer in {retry.timeout_s:g}s")
+                    )
+                    attempts.append(
+                        Attempt(
+                            tier=planned.tier,
+                            model=planned.model,
+                            provider=provider.name,
+                            status="timeout" if isinstance(err, UpstreamTimeout) else "error",
+                            latency_ms=(time.perf_counter() - started) * 1000,
+                            http_status=err.status,
+                            error=err.message,
+                            retry=n,
+                        )
+                    )
+                    if not err.retryable or n + 1 >= retry.attempts:
+                        break
+                    if err.retry_after is not None:
+                        if err.retry_after > retry.max_retry_after_s:
+                            break
+                        delay = err.retry_after
+                    else:
+                        delay = min(retry.max_backoff_s, retry.backoff_s * 2**n) * random.uniform(0.5, 1.0)
+                    await self._sleep(delay)
+                    continue
+                attempts.append(
+                    Attempt(
+                        tier=planned.tier,
+                        model=planned.model,
+                        provider=provider.name,
+                        status="ok",
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                        retry=n,
+                    )
+                )
+                return planned, result
+        raise AllAttemptsFailed(attempts)
+
+    async def complete(
+        self, request: ChatRequest, ctx: RequestContext, route: Route | None = None
+    ) -> Completion:
+        """Route and answer ``request``. Always leaves a record, whether it succeeds or raises."""
+        route = route or self.route(request, ctx)
+        attempts: list[Attempt] = []
+
+        async def call(provider: Provider, model: str, timeout: float) -> ProviderResult:
+            return await provider.complete(request, model, timeout=timeout)
+
+        try:
+            planned, result = await self._with_retries(route, attempts, call)
+        except AllAttemptsFailed as exc:
+            self._submit(self._record(request, ctx, route, attempts, "error", 502, error=str(exc)))
+            raise
+        response = result.response
+        last = attempts[-1]
+        last.input_tokens, last.output_tokens = response.usage.input_tokens, response.usage.output_tokens
+        last.cost_usd = self._attempt_cost(planned.model, response.usage, result.cost_usd)
+        record = self._record(request, ctx, route, attempts, "ok", 200, response=response, planned=planned)
+        self._submit(record)
+        return Completion(response, route, record, result.meta)
+
+    async def stream(
+        self, request: ChatRequest, ctx: RequestContext, route: Route | None = None
+    ) -> StreamingCompletion:
+        """Route and open a streamed answer. Retries and fallbacks happen before the first event reaches the
+        client; a failure after that ends the stream with an error (and is recorded)."""
+        route = route or self.route(request, ctx)
+        attempts: list[Attempt] = []
+
+        async def call(provider: Provider, model: str, timeout: float) -> _Opened:
+            opened = await provider.stream(request, model, timeout=timeout)
+            iterator = aiter(opened)
+            try:
+                first = await anext(iterator)
+            except StopAsyncIteration:
+                first = None
+            except BaseException:
+                await opened.aclose()
+                raise
+            return _Opened(opened, iterator, first)
+
+        try:
+            planned, opened = await self._with_retries(route, attempts, call)
+        except AllAttemptsFailed as exc:
+            self._submit(self._record(request, ctx, route, attempts, "error", 502, error=str(exc)))
+            raise
+        return StreamingCompletion(self, request, ctx, route, attempts, planned, opened)
+
+    # ---- records ----
+
+    def _prompt(self, request: ChatRequest) -> str | None:
+        mode = self.config.store.prompts
+        if mode == "none":
+            return None
+        conversation = orjson.dumps([{"role": m.role, "content": m.content} for m in request.messages])
+        if mode == "hash":
+            return "sha256:" + hashlib.sha256(conversation).hexdigest()
+        return conversation.decode()
+
+    def baseline_cost(self, usage: Usage) -> float | None:
+        """What the premium tier's first model would have charged for the same tokens."""
+        return self.pricing.cost(self._baseline_model, usage)
+
+    def _record(
+        self,
+        request: ChatRequest,
+        ctx: RequestContext,
+        route: Route,
+        attempts: list[Attempt],
+        status: RecordStatus,
+        http_status: int,
+        *,
+        response: ChatResponse | None = None,
+        planned: PlannedModel | None = None,
+        error: str | None = None,
+    ) -> RoutingRecord:
+        usage = response.usage if response is not None else Usage(route.features.input_tokens, 0)
+        return RoutingRecord(
+            request_id=ctx.request_id,
+            ts=ctx.ts,
+            endpoint=ctx.endpoint,
+            status=status,
+            http_status=http_status,
+            requested_model=request.model,
+            api_key_id=ctx.api_key_id,
+            user_tier=ctx.user_tier,
+            request_class=route.request_class,
+            tier=planned.tier if planned else route.tier,
+            model=planned.model if planned else None,
+            reason=route.reason,
+            features=route.features.to_dict(),
+            decision=route.to_dict(),
+            attempts=attempts,
+            error=error,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=sum(a.cost_usd for a in attempts),
+            baseline_cost_usd=self.baseline_cost(usage),
+            latency_ms=(time.perf_counter() - ctx.started) * 1000,
+            stream=request.stream,
+            prompt=self._prompt(request),
+            response_id=ctx.request_id if response is not None else None,
+            response_text=response.content
+            if response is not None and self.config.store.prompts == "full"
+            else None,
+        )
+
+    def _submit(self, record: RoutingRecord) -> None:
+        if self.sink is not None:
+            self.sink.submit(record)
+
+    def record_rejected(
+        self, ctx: RequestContext, error: RequestError, *, requested_model: str | None = None
+    ) -> RoutingRecord:
+        """Record a request refused before routing (bad input, unknown model, auth)."""
+        record = RoutingRecord(
+            request_id=ctx.request_id,
+            ts=ctx.ts,
+            endpoint=ctx.endpoint,
+            status="rejected",
+            http_status=error.status,
+            requested_model=requested_model,
+            api_key_id=ctx.api_key_id,
+            user_tier=ctx.user_tier,
+            error=error.message,
+            latency_ms=(time.perf_counter() - ctx.started) * 1000,
+        )
+        self._submit(record)
+        return record
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+
+
+class StreamingCompletion:
+    """An answer being streamed. Iterate it for deltas; the record is written when the stream ends,
+    however it ends (finished, failed upstream, or abandoned by the client)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        request: ChatRequest,
+        ctx: RequestContext,
+        route: Route,
+        attempts: list[Attempt],
+        planned: PlannedModel,
+        opened: _Opened,
+    ) -> None:
+        self.route = route
+        self.planned = planned
+        self.meta = opened.stream.meta
+        self.created = int(time.time())
+        self.record: RoutingRecord | None = None
+        self._engine, self._request, self._ctx, self._attempts = engine, request, ctx, attempts
+        self._opened, self._iterator, self._first = opened.stream, opened.iterator, opened.first
+        self.accumulated = StreamAccumulator(id=ctx.request_id, model=planned.model, created=self.created)
+
+    async def __aiter__(self) -> AsyncIterator[StreamDelta]:
+        status: RecordStatus = "error"
+        error: str | None = "the client went away before the stream ended"
+        timeout = self._engine.config.retry.timeout_s
+        iterator = self._iterator
+        try:
+            if self._first is not None:
+                self.accumulated.add(self._first)
+                yield self._first
+                while True:
+                    try:
+                        async with asyncio.timeout(timeout):
+                            delta = await anext(iterator)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise UpstreamTimeout(f"the stream stalled for {timeout:g}s") from None
+                    self.accumulated.add(delta)
+                    yield delta
+            status, error = "ok", None
+        except UpstreamError as exc:
+            error = f"upstream failed mid-stream: {exc.message}"
+            raise
+        finally:
+            await self._opened.aclose()
+            self._finish(status, error)
+
+    def _finish(self, status: RecordStatus, error: str | None) -> None:
+        response = self.accumulated.response()
+        if self.accumulated.usage is None:
+            # The upstream sent no usage (or broke off): estimate the tokens that were produced.
+            out = estimate_tokens(response.content or "") + sum(
+                estimate_tokens(c.arguments) for c in response.tool_calls
+            )
+            response.usage = Usage(self.route.features.input_tokens, out)
+        last = self._attempts[-1]
+        last.input_tokens, last.output_tokens = response.usage.input_tokens, response.usage.output_tokens
+        last.cost_usd = self._engine._attempt_cost(self.planned.model, response.usage, self._opened.cost_usd)
+        if status != "ok":
+            last.status, last.error = "error", error
+        record = self._engine._record(
+            self._request,
+            self._ctx,
+            self.route,
+            self._attempts,
+            status,
+            200,
+            response=response,
+            planned=self.planned,
+            error=error,
+        )
+        self.record = record
+        self._engine._submit(record)

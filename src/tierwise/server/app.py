@@ -1,0 +1,280 @@
+"""The HTTP proxy: an ASGI app that speaks OpenAI's Chat Completions API in front of the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tierwise.config import RouterConfig
+from tierwise.errors import AllAttemptsFailed, RequestError, UpstreamError
+from tierwise.messages import Usage
+from tierwise.policy.engine import Completion, Engine, RequestContext, StreamingCompletion
+from tierwise.providers import build_providers
+from tierwise.store import SQLiteStore
+from tierwise.wire import openai as wire
+
+_JSON = "application/json"
+
+
+def _fmt_cost(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.8f}"
+
+
+class ErrorResponse(Exception):
+    """A fully formed error response raised out of request handling."""
+
+    def __init__(self, error: RequestError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Proxy:
+    """The proxy's state for one process: config, engine, store, and the key table."""
+
+    def __init__(self, config: RouterConfig, engine: Engine, store: SQLiteStore | None) -> None:
+        self.config = config
+        self.engine = engine
+        self.store = store
+        self._keys = {
+            hashlib.sha256(k.key.get_secret_value().encode()).hexdigest(): k for k in config.auth.keys
+        }
+
+    # ---- request context ----
+
+    def _context(self, request: Request, endpoint: str) -> RequestContext:
+        ctx = RequestContext(request_id=f"chatcmpl-tw{uuid.uuid4().hex}", endpoint=endpoint)
+        headers = request.headers
+        auth = self.config.auth
+        token = headers.get("x-api-key")
+        bearer = headers.get("authorization", "")
+        if bearer[:7].lower() == "bearer ":
+            token = bearer[7:].strip()
+        if token:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            key = self._keys.get(digest)
+            if key is not None:
+                ctx.api_key_id, ctx.user_tier = key.id, key.user_tier
+            else:
+                ctx.api_key_id = "sha256:" + digest[:12]
+        if auth.required and (not token or ctx.api_key_id not in {k.id for k in self._keys.values()}):
+            raise ErrorResponse(
+                RequestError(
+                    "a valid API key is required (Authorization: Bearer ...)", code="invalid_api_key"
+                )
+            )
+        if ctx.user_tier is None and auth.user_tier_header:
+            ctx.user_tier = headers.get(auth.user_tier_header)
+        if ctx.user_tier is None:
+            ctx.user_tier = auth.default_user_tier
+        ctx.class_override = headers.get("x-tierwise-class") or None
+        return ctx
+
+    async def _body(self, request: Request) -> Any:
+        limit = self.config.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestError(f"the request body exceeds the {limit}-byte limit", code="request_too_large")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(
+                    f"the request body exceeds the {limit}-byte limit", code="request_too_large"
+                )
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            raise RequestError("the request body is empty; send a JSON object", code="invalid_json")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+
+    # ---- endpoints ----
+
+    async def chat_completions(self, request: Request) -> Response:
+        ctx = RequestContext(request_id=f"chatcmpl-tw{uuid.uuid4().hex}", endpoint="openai.chat")
+        requested: str | None = None
+        try:
+            ctx = self._context(request, "openai.chat")
+            data = await self._body(request)
+            if isinstance(data, dict) and isinstance(data.get("model"), str):
+                requested = data["model"]
+            chat, include_usage = wire.parse_request(data)
+            route = self.engine.route(chat, ctx)
+        except ErrorResponse as exc:
+            self.engine.record_rejected(ctx, exc.error, requested_model=requested)
+            return self._error(exc.error, ctx, status=401)
+        except RequestError as exc:
+            self.engine.record_rejected(ctx, exc, requested_model=requested)
+            return self._error(exc, ctx)
+        try:
+            if chat.stream:
+                streaming = await self.engine.stream(chat, ctx, route)
+                return self._stream_response(streaming, ctx, include_usage)
+            completion = await self.engine.complete(chat, ctx, route)
+        except AllAttemptsFailed as exc:
+            return self._upstream_failed(exc, ctx)
+        body = wire.response_object(
+            completion.response, request_id=ctx.request_id, model=completion.record.model or ""
+        )
+        return Response(orjson.dumps(body), media_type=_JSON, headers=self._headers(completion, ctx))
+
+    def _headers(self, done: Completion | StreamingCompletion, ctx: RequestContext) -> dict[str, str]:
+        if isinstance(done, Completion):
+            route, model = done.route, done.record.model or ""
+            tier = done.record.tier or route.tier
+            cost: float | None = done.record.cost_usd
+            baseline = done.record.baseline_cost_usd
+            estimated = False
+        else:
+            # A stream's cost is known only at its end (it is in the record and the final usage chunk);
+            # the headers carry the estimate from the input and the expected output.
+            route, model, tier = done.route, done.planned.model, done.planned.tier
+            usage = Usage(route.features.input_tokens, route.features.expected_output_tokens)
+            cost = self.engine.pricing.cost(model, usage)
+            baseline = self.engine.baseline_cost(usage)
+            estimated = True
+        headers = {
+            "x-tierwise-request-id": ctx.request_id,
+            "x-tierwise-tier": tier,
+            "x-tierwise-model": model,
+            "x-tierwise-class": route.request_class,
+            "x-tierwise-reason": route.reason,
+            "x-tierwise-cost-usd": _fmt_cost(cost),
+            "x-tierwise-baseline-cost-usd": _fmt_cost(baseline),
+        }
+        if estimated:
+            headers["x-tierwise-cost-estimated"] = "true"
+        for key, value in done.meta.items():
+            headers[f"x-tierwise-{key}"] = value
+        return headers
+
+    def _stream_response(
+        self, streaming: StreamingCompletion, ctx: RequestContext, include_usage: bool
+    ) -> Response:
+        model = streaming.planned.model
+        rid, created = ctx.request_id, streaming.created
+
+        async def events() -> AsyncIterator[bytes]:
+            first = True
+            try:
+                async for delta in streaming:
+                    # A usage-only delta goes out at the end, in the usage chunk the client asked for.
+                    if delta.content is not None or delta.tool_calls or delta.finish_reason or first:
+                        chunk = wire.chunk_object(
+                            delta, request_id=rid, model=model, created=created, first=first
+                        )
+                        first = False
+                        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            except UpstreamError as exc:
+                err = wire.error_object(f"upstream failed mid-stream: {exc.message}", type_="upstream_error")
+                yield b"data: " + orjson.dumps(err) + b"\n\n"
+                return
+            if include_usage:
+                record = streaming.record
+                assert record is not None  # written when the iteration above ended
+                usage = Usage(record.input_tokens, record.output_tokens)
+                chunk = wire.usage_chunk(usage, request_id=rid, model=model, created=created)
+                chunk["tierwise"] = {
+                    "cost_usd": record.cost_usd,
+                    "baseline_cost_usd": record.baseline_cost_usd,
+                }
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        headers = self._headers(streaming, ctx)
+        headers["cache-control"] = "no-cache"
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    def _error(self, error: RequestError, ctx: RequestContext, status: int | None = None) -> Response:
+        kind = "authentication_error" if status == 401 else "invalid_request_error"
+        body = wire.error_object(error.message, type_=kind, param=error.param, code=error.code)
+        return Response(
+            orjson.dumps(body),
+            status_code=status or error.status,
+            media_type=_JSON,
+            headers={"x-tierwise-request-id": ctx.request_id},
+        )
+
+    def _upstream_failed(self, exc: AllAttemptsFailed, ctx: RequestContext) -> Response:
+        body = wire.error_object(str(exc), type_="upstream_error", code="all_attempts_failed")
+        body["error"]["attempts"] = [
+            {
+                "model": a.model,
+                "tier": a.tier,
+                "status": a.status,
+                "http_status": a.http_status,
+                "error": a.error,
+            }
+            for a in exc.attempts
+        ]
+        return Response(
+            orjson.dumps(body),
+            status_code=502,
+            media_type=_JSON,
+            headers={"x-tierwise-request-id": ctx.request_id},
+        )
+
+    async def models(self, request: Request) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "tierwise"}
+            for name in self.engine.model_names
+        ]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=_JSON)
+
+    async def readyz(self, request: Request) -> Response:
+        problems = list(self.store.errors[-3:]) if self.store is not None else []
+        status = 503 if problems else 200
+        body = {"status": "ready" if not problems else "degraded", "problems": problems}
+        return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+
+
+def create_app(
+    config: RouterConfig, *, store: SQLiteStore | None = None, engine: Engine | None = None
+) -> Starlette:
+    """The proxy as an ASGI app. Without ``store``, records go to the SQLite file the config names."""
+    if store is None:
+        store = SQLiteStore(
+            config.store.resolved_path(),
+            batch_size=config.store.batch_size,
+            flush_interval_s=config.store.flush_interval_s,
+        )
+    if engine is None:
+        engine = Engine(config, build_providers(config), sink=store)
+    proxy = Proxy(config, engine, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store.start()
+        try:
+            yield
+        finally:
+            await engine.aclose()
+            store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
+            Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
+            Route("/v1/models", proxy.models, methods=["GET"]),
+            Route("/healthz", proxy.healthz, methods=["GET"]),
+            Route("/readyz", proxy.readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.proxy = proxy
+    return app

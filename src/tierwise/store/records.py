@@ -1,0 +1,60 @@
+"""What every request leaves behind: one RoutingRecord with its Attempts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AttemptStatus = Literal["ok", "error", "timeout"]
+RecordStatus = Literal["ok", "error", "rejected"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One call to one upstream model."""
+
+    tier: str
+    model: str
+    provider: str
+    status: AttemptStatus
+    latency_ms: float
+    http_status: int | None = None
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    retry: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class RoutingRecord:
+    """One request, whatever became of it."""
+
+    request_id: str
+    ts: float
+    endpoint: str
+    status: RecordStatus
+    http_status: int
+    requested_model: str | None = None
+    api_key_id: str | None = None
+    user_tier: str | None = None
+    request_class: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    reason: str | None = None
+    features: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    baseline_cost_usd: float | None = None
+    latency_ms: float = 0.0
+    stream: bool = False
+    prompt: str | None = None
+    response_id: str | None = None
+    response_text: str | None = None
