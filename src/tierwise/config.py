@@ -341,7 +341,10 @@ def parse_config(data: Any, source: str = "config") -> RouterConfig:
     """Validate an already-parsed mapping (environment variables get filled in first)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    data = _interpolate(data, "")
+    try:
+        data = _interpolate(data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         return RouterConfig.model_validate(data)
     except ValidationError as exc:

@@ -49,6 +49,13 @@ class UnknownModelError(RequestError):
         )
 
 
+class AuthenticationError(RequestError):
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_api_key")
+
+
 class UpstreamError(TierwiseError):
     """One upstream call failed. ``retryable`` says whether trying again (same model) may help."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from tierwise.messages import ChatRequest
@@ -136,7 +136,11 @@ class Features:
     last_user_chars: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies every value, and this runs once per request.
+        return {name: getattr(self, name) for name in _FEATURE_FIELDS}
+
+
+_FEATURE_FIELDS = tuple(f.name for f in fields(Features))
 
 
 def detect_task(text: str) -> str:

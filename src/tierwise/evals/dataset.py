@@ -71,9 +71,7 @@ def _parse_outcome(name: str, raw: Any) -> Outcome:
         tokens.append(value)
     return Outcome(
         float(score),
-        None  # type: ignore[arg-type]
-        if cost is None
-        else float(cost),
+        None if cost is None else float(cost),
         response,
         tokens[0],
         tokens[1],

@@ -61,6 +61,7 @@ class HTTPProvider(Provider):
         super().__init__(name)
         self.base_url = base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -73,12 +74,16 @@ class HTTPProvider(Provider):
         self, path: str, body: dict[str, Any], headers: dict[str, str], timeout: float
     ) -> aiohttp.ClientResponse:
         """POST JSON; return the open response once its status is 2xx, or raise the mapped UpstreamError."""
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+            self._timeouts[timeout] = client_timeout
         try:
             response = await self.session.post(
                 self.base_url + path,
                 data=orjson.dumps(body),
                 headers={"content-type": "application/json", **headers},
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+                timeout=client_timeout,
             )
         except TimeoutError:
             raise UpstreamTimeout(f"no response within {timeout:g}s") from None

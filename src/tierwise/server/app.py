@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import uuid
+import itertools
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tierwise.config import RouterConfig
-from tierwise.errors import AllAttemptsFailed, RequestError, UpstreamError
+from tierwise.errors import AllAttemptsFailed, AuthenticationError, RequestError, UpstreamError
 from tierwise.messages import Usage
 from tierwise.policy.engine import Completion, Engine, RequestContext, StreamingCompletion
 from tierwise.providers import build_providers
@@ -25,16 +26,17 @@ from tierwise.wire import openai as wire
 _JSON = "application/json"
 
 
+# Request ids: a random per-process prefix and a counter; unique across replicas, and far cheaper than uuid4.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"chatcmpl-tw{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
+
 def _fmt_cost(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.8f}"
-
-
-class ErrorResponse(Exception):
-    """A fully formed error response raised out of request handling."""
-
-    def __init__(self, error: RequestError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 class Proxy:
@@ -50,33 +52,30 @@ class Proxy:
 
     # ---- request context ----
 
-    def _context(self, request: Request, endpoint: str) -> RequestContext:
-        ctx = RequestContext(request_id=f"chatcmpl-tw{uuid.uuid4().hex}", endpoint=endpoint)
+    def _identify(self, request: Request, ctx: RequestContext) -> None:
+        """Fill in who is asking: API key id, user tier, class override. Raises when auth fails."""
         headers = request.headers
         auth = self.config.auth
         token = headers.get("x-api-key")
         bearer = headers.get("authorization", "")
         if bearer[:7].lower() == "bearer ":
             token = bearer[7:].strip()
+        key = None
         if token:
             digest = hashlib.sha256(token.encode()).hexdigest()
             key = self._keys.get(digest)
             if key is not None:
                 ctx.api_key_id, ctx.user_tier = key.id, key.user_tier
             else:
+                # An unknown key is still told apart in the records, never stored.
                 ctx.api_key_id = "sha256:" + digest[:12]
-        if auth.required and (not token or ctx.api_key_id not in {k.id for k in self._keys.values()}):
-            raise ErrorResponse(
-                RequestError(
-                    "a valid API key is required (Authorization: Bearer ...)", code="invalid_api_key"
-                )
-            )
+        if auth.required and key is None:
+            raise AuthenticationError("a valid API key is required (Authorization: Bearer ...)")
         if ctx.user_tier is None and auth.user_tier_header:
             ctx.user_tier = headers.get(auth.user_tier_header)
         if ctx.user_tier is None:
             ctx.user_tier = auth.default_user_tier
         ctx.class_override = headers.get("x-tierwise-class") or None
-        return ctx
 
     async def _body(self, request: Request) -> Any:
         limit = self.config.server.max_body_bytes
@@ -103,18 +102,15 @@ class Proxy:
     # ---- endpoints ----
 
     async def chat_completions(self, request: Request) -> Response:
-        ctx = RequestContext(request_id=f"chatcmpl-tw{uuid.uuid4().hex}", endpoint="openai.chat")
+        ctx = RequestContext(request_id=new_request_id(), endpoint="openai.chat")
         requested: str | None = None
         try:
-            ctx = self._context(request, "openai.chat")
+            self._identify(request, ctx)
             data = await self._body(request)
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 requested = data["model"]
             chat, include_usage = wire.parse_request(data)
             route = self.engine.route(chat, ctx)
-        except ErrorResponse as exc:
-            self.engine.record_rejected(ctx, exc.error, requested_model=requested)
-            return self._error(exc.error, ctx, status=401)
         except RequestError as exc:
             self.engine.record_rejected(ctx, exc, requested_model=requested)
             return self._error(exc, ctx)
@@ -197,12 +193,12 @@ class Proxy:
         headers["cache-control"] = "no-cache"
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    def _error(self, error: RequestError, ctx: RequestContext, status: int | None = None) -> Response:
-        kind = "authentication_error" if status == 401 else "invalid_request_error"
+    def _error(self, error: RequestError, ctx: RequestContext) -> Response:
+        kind = "authentication_error" if isinstance(error, AuthenticationError) else "invalid_request_error"
         body = wire.error_object(error.message, type_=kind, param=error.param, code=error.code)
         return Response(
             orjson.dumps(body),
-            status_code=status or error.status,
+            status_code=error.status,
             media_type=_JSON,
             headers={"x-tierwise-request-id": ctx.request_id},
         )
