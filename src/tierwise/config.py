@@ -327,8 +327,8 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
-        # Discriminated unions add the tag to the path; it helps less than it confuses.
-        loc = re.sub(r"\.(openai|anthropic|replay)(?=\.|$)", "", loc)
+        # The provider union adds its tag after the provider's name (providers.NAME.TAG.key); drop the tag.
+        loc = re.sub(r"^(providers\.[^.]+)\.(openai|anthropic|replay)(?=\.|$)", r"\1", loc)
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
