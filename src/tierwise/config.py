@@ -52,7 +52,7 @@ class OpenAIProviderConfig(_Strict):
     type: Literal["openai"]
     base_url: str = "https://api.openai.com/v1"
     api_key: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
 
 
 class AnthropicProviderConfig(_Strict):
@@ -60,7 +60,7 @@ class AnthropicProviderConfig(_Strict):
     base_url: str = "https://api.anthropic.com"
     api_key: SecretStr | None = None
     version: str = "2023-06-01"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     default_max_tokens: int = Field(4096, gt=0)
 
 

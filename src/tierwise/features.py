@@ -62,11 +62,13 @@ _TASK_CUES: tuple[tuple[str, re.Pattern[str]], ...] = (
             # Code itself: a fence, or a line that starts with a keyword (case-sensitive, as code is) and
             # carries code punctuation. Everyday words ("Let me know: ...") must not count.
             r"```|(?m:^[ \t]*(?-i:def|class|function|return|const|let|var|public|private|void|fn|func|"
-            r"SELECT|INSERT|UPDATE|#include)\b[^\n]*[({;:=])|(?m:^[ \t]*(?-i:import [\w.]+$|from [\w.]+ import))"
+            r"SELECT|INSERT|UPDATE|#include)\b[^\n]*[({;:=])"
+            r"|(?m:^[ \t]*(?-i:import [\w.]+$|from [\w.]+ import))"
             # Or a request for code.
             r"|\b(?:write|implement|debug|fix|refactor|optimi[sz]e)\b.{0,40}\b(?:code|function|script|"
-            r"program|class|method|query|bug|regex|unit tests?)\b|\b(?:python|javascript|typescript|java|rust|"
-            r"golang|c\+\+|sql|bash|html|css)\b.{0,30}\b(?:code|function|script|program)\b|stack ?trace|traceback",
+            r"program|class|method|query|bug|regex|unit tests?)\b"
+            r"|\b(?:python|javascript|typescript|java|rust|golang|c\+\+|sql|bash|html|css)\b.{0,30}"
+            r"\b(?:code|function|script|program)\b|stack ?trace|traceback",
             re.IGNORECASE,
         ),
     ),

@@ -159,12 +159,8 @@ class Engine:
                 try:
                     async with asyncio.timeout(retry.timeout_s):
                         result = await call(provider, upstream, retry.timeout_s)
-                except (TimeoutError, UpstreamError) as exc:
-                    err = (
-                        exc
-                        if isinstance(exc, UpstreamError)
-                        else UpstreamTimeout(f"no answer in {retry.timeout_s:g}s")
-                    )
+                except (TimeoutError, UpstreamError, RequestError) as exc:
+                    err = _as_upstream_error(exc, retry.timeout_s)
                     attempts.append(
                         Attempt(
                             tier=planned.tier,
@@ -215,6 +211,11 @@ class Engine:
         except AllAttemptsFailed as exc:
             self._submit(self._record(request, ctx, route, attempts, "error", 502, error=str(exc)))
             raise
+        except Exception as exc:
+            self._submit(
+                self._record(request, ctx, route, attempts, "error", 500, error=f"internal error: {exc!r}")
+            )
+            raise
         response = result.response
         last = attempts[-1]
         last.input_tokens, last.output_tokens = response.usage.input_tokens, response.usage.output_tokens
@@ -247,6 +248,11 @@ class Engine:
             planned, opened = await self._with_retries(route, attempts, call)
         except AllAttemptsFailed as exc:
             self._submit(self._record(request, ctx, route, attempts, "error", 502, error=str(exc)))
+            raise
+        except Exception as exc:
+            self._submit(
+                self._record(request, ctx, route, attempts, "error", 500, error=f"internal error: {exc!r}")
+            )
             raise
         return StreamingCompletion(self, request, ctx, route, attempts, planned, opened)
 
@@ -337,6 +343,16 @@ class Engine:
             await provider.aclose()
 
 
+def _as_upstream_error(exc: Exception, timeout: float) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, RequestError):
+        # This upstream's format cannot carry the request (say, tool arguments that are not JSON, for
+        # Anthropic); another model may take it, so move on without retrying.
+        return UpstreamError(f"cannot send to this upstream: {exc.message}", status=400)
+    return UpstreamTimeout(f"no answer in {timeout:g}s")
+
+
 class StreamingCompletion:
     """An answer being streamed. Iterate it for deltas; the record is written when the stream ends,
     however it ends (finished, failed upstream, or abandoned by the client)."""
@@ -382,6 +398,9 @@ class StreamingCompletion:
             status, error = "ok", None
         except UpstreamError as exc:
             error = f"upstream failed mid-stream: {exc.message}"
+            raise
+        except Exception as exc:
+            error = f"internal error mid-stream: {exc!r}"
             raise
         finally:
             await self._opened.aclose()

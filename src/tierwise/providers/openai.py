@@ -50,7 +50,7 @@ class _OpenAIStream(ProviderStream):
 class OpenAIProvider(HTTPProvider):
     def __init__(self, name: str, config: OpenAIProviderConfig) -> None:
         super().__init__(name, config.base_url)
-        self._headers = dict(config.headers)
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         if config.api_key is not None:
             self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
 

@@ -121,6 +121,11 @@ class Proxy:
             completion = await self.engine.complete(chat, ctx, route)
         except AllAttemptsFailed as exc:
             return self._upstream_failed(exc, ctx)
+        except Exception as exc:  # recorded by the engine; the client still gets an answer in OpenAI's shape
+            body = wire.error_object(f"internal error: {exc.__class__.__name__}", type_="server_error")
+            return Response(
+                orjson.dumps(body), 500, media_type=_JSON, headers={"x-tierwise-request-id": ctx.request_id}
+            )
         body = wire.response_object(
             completion.response, request_id=ctx.request_id, model=completion.record.model or ""
         )
@@ -175,6 +180,12 @@ class Proxy:
                         yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             except UpstreamError as exc:
                 err = wire.error_object(f"upstream failed mid-stream: {exc.message}", type_="upstream_error")
+                yield b"data: " + orjson.dumps(err) + b"\n\n"
+                return
+            except Exception as exc:
+                err = wire.error_object(
+                    f"internal error mid-stream: {exc.__class__.__name__}", type_="server_error"
+                )
                 yield b"data: " + orjson.dumps(err) + b"\n\n"
                 return
             if include_usage:

@@ -1,0 +1,632 @@
+"""Fake OpenAI and Anthropic upstreams: real HTTP servers on 127.0.0.1, scripted per model.
+
+    with FakeUpstream("anthropic") as upstream:
+        upstream.script("claude-x", Behaviour("status", status=529), Behaviour(content="hello"))
+        ...  # point a provider at upstream.base_url: the first call gets a 529, the second "hello"
+        assert upstream.requests_for("claude-x")[0].headers["x-api-key"] == "k"
+
+Each server runs an aiohttp app on an event loop of its own in a background thread, so synchronous and
+asynchronous callers can use it alike, and it keeps answering while the caller's loop is busy. It answers
+in the API's real shapes (bodies, stream events, error objects) so that the code under test parses exactly
+what it would parse in production. It checks no credentials but records every request's headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+Shape = Literal["openai", "anthropic"]
+Kind = Literal["ok", "slow", "status", "drop", "malformed_json", "stream_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """What the upstream does for one request.
+
+    ``kind``:
+        ``ok``: answer (``content``, or ``tool_calls``, or by default ``"<model> says: <last user text>"``).
+        ``slow``: the same, after ``delay_s`` (for streams, before the first byte).
+        ``status``: answer HTTP ``status`` with an error object in the API's own shape, and a
+        ``retry-after`` header when ``retry_after`` is set.
+        ``drop``: streams send a couple of events then abort the connection (no terminator); other
+        requests get the connection closed without any response.
+        ``malformed_json``: a 200 whose body is ``{"choices": [``; streams send one good event then one
+        whose data is ``{not json``.
+        ``stream_error``: streams send one good event then an error event in the API's shape (Anthropic's
+        ``event: error``, OpenAI's ``data: {"error": ...}``), typed after ``status``; other requests are
+        answered as ``status``.
+
+    ``delay_s`` delays every kind, not only ``slow``. ``finish_reason`` overrides the finish reason; it takes
+    tierwise's names (``stop``, ``length``, ``tool_calls``, ``content_filter``), which the Anthropic shape
+    translates to its own (``end_turn``, ``max_tokens``, ...); other values are sent as they are.
+    """
+
+    kind: Kind = "ok"
+    delay_s: float = 0.0
+    status: int = 500
+    retry_after: float | None = None
+    content: str | None = None
+    tool_calls: list[tuple[str, str]] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One request as the upstream received it; header names are lowercased. ``received_at`` is
+    ``time.monotonic()`` when its body had been read (comparable with the caller's own readings)."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float = 0.0
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
+
+
+_OPENAI_ERRORS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def _pieces(text: str, n: int = 3) -> list[str]:
+    if not text:
+        return []
+    size = -(-len(text) // n)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _last_user_text(messages: Any) -> str:
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            texts = [
+                part["text"]
+                for part in content
+                if isinstance(part, dict)
+                and part.get("type") in ("text", "input_text")
+                and isinstance(part.get("text"), str)
+            ]
+            if texts:
+                return "\n".join(texts)
+    return ""
+
+
+def _anthropic_problem(body: dict[str, Any]) -> str | None:
+    """The first thing the real Messages API would reject a request for, among a few cheap checks."""
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return "max_tokens: Field required (a positive integer)"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        content = message.get("content")
+        if content == "" or content == []:
+            return f"messages.{i}: all messages must have non-empty content"
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "text" and not block.get("text"):
+                    return "messages: text content blocks must be non-empty"
+    return None
+
+
+class FakeUpstream:
+    """An OpenAI- or Anthropic-shaped upstream on 127.0.0.1, answering each model as scripted.
+
+    ``start()`` binds a free port and returns once the server accepts connections; ``stop()`` closes it
+    (waiting at most a quarter second for handlers still running, then cancelling them). It is also a
+    context manager. ``base_url`` is what a provider's config takes: ``http://127.0.0.1:PORT/v1`` for the
+    OpenAI shape, ``http://127.0.0.1:PORT`` for the Anthropic shape.
+
+    Routes: OpenAI ``POST /v1/chat/completions``; Anthropic ``POST /v1/messages``; both ``GET /v1/models``
+    (listing ``models`` and every scripted model). ``usage`` is the (input, output) token counts every
+    answer reports. ``record=False`` keeps no requests, for long benchmark runs.
+    """
+
+    def __init__(
+        self,
+        shape: Shape = "openai",
+        *,
+        usage: tuple[int, int] = (10, 5),
+        models: Iterable[str] = (),
+        record: bool = True,
+    ) -> None:
+        if shape not in ("openai", "anthropic"):
+            raise ValueError(f"shape must be 'openai' or 'anthropic', not {shape!r}")
+        self.shape: Shape = shape
+        self.usage = usage
+        self.record = record
+        self.port = 0
+        self._models = list(models)
+        self._lock = threading.Lock()
+        self._queues: dict[str, deque[Behaviour]] = {}
+        self._default = Behaviour()
+        self._requests: list[ReceivedRequest] = []
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- control, from the caller's thread ----
+
+    @property
+    def base_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the fake upstream is not started; call start() first")
+        root = f"http://127.0.0.1:{self.port}"
+        return root + "/v1" if self.shape == "openai" else root
+
+    def script(self, model: str, *behaviours: Behaviour) -> None:
+        """Queue what the next requests for ``model`` get, in order; once they are used up, the default."""
+        for behaviour in behaviours:
+            self._check(behaviour)
+        with self._lock:
+            self._queues.setdefault(model, deque()).extend(behaviours)
+
+    def set_default(self, behaviour: Behaviour) -> None:
+        """What every request gets when its model's script is empty (initially ``Behaviour()``, "ok")."""
+        self._check(behaviour)
+        with self._lock:
+            self._default = behaviour
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        """A snapshot of the requests received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def requests_for(self, model: str) -> list[ReceivedRequest]:
+        return [r for r in self.requests if r.model == model]
+
+    def reset(self) -> None:
+        """Forget the received requests and the scripts, and make "ok" the default again."""
+        with self._lock:
+            self._requests.clear()
+            self._queues.clear()
+            self._default = Behaviour()
+
+    def start(self) -> FakeUpstream:
+        if self._thread is not None:
+            raise RuntimeError("the fake upstream is already started")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failures: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._serve,
+            args=(loop, sock, ready, failures),
+            name=f"fake-{self.shape}-{self.port}",
+            daemon=True,
+        )
+        thread.start()
+        ready.wait()
+        if failures:
+            thread.join()
+            self.port = 0
+            raise RuntimeError("the fake upstream failed to start") from failures[0]
+        self._loop, self._thread = loop, thread
+        return self
+
+    def stop(self) -> None:
+        """Close the server and its connections; a no-op when it is not running."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _check(self, behaviour: Behaviour) -> None:
+        # The Anthropic shape sends tool arguments as a JSON object, so bad ones are the script's mistake:
+        # say so here rather than as a 500 from the server thread.
+        if self.shape == "anthropic":
+            for name, arguments in behaviour.tool_calls or []:
+                try:
+                    parsed = orjson.loads(arguments)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                if not isinstance(parsed, dict):
+                    raise ValueError(
+                        f"tool call {name!r}: arguments must be a JSON object, got {arguments!r}"
+                    )
+
+    # ---- the server, on its own thread and loop ----
+
+    def _serve(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        ready: threading.Event,
+        failures: list[BaseException],
+    ) -> None:
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        if self.shape == "openai":
+            app.router.add_post("/v1/chat/completions", self._chat)
+        else:
+            app.router.add_post("/v1/messages", self._chat)
+        app.router.add_get("/v1/models", self._list_models)
+        # handler_cancellation: a handler sleeping for a "slow" answer stops when its client gives up.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.25, handler_cancellation=True
+        )
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.SockSite(runner, sock, backlog=1024).start())
+        except BaseException as exc:
+            failures.append(exc)
+            sock.close()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(runner.cleanup())
+            loop.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def _next(self, model: str) -> Behaviour:
+        with self._lock:
+            queue = self._queues.get(model)
+            return queue.popleft() if queue else self._default
+
+    def _record(self, request: web.Request, body: dict[str, Any]) -> None:
+        if not self.record:
+            return
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        record = ReceivedRequest(request.path, headers, body, time.monotonic())
+        with self._lock:
+            self._requests.append(record)
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        self._record(request, {})
+        with self._lock:
+            models = list(dict.fromkeys([*self._models, *self._queues]))
+        if self.shape == "openai":
+            data: dict[str, Any] = {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "tierwise-fake"} for m in models
+                ],
+            }
+        else:
+            data = {
+                "data": [
+                    {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+                    for m in models
+                ],
+                "has_more": False,
+                "first_id": models[0] if models else None,
+                "last_id": models[-1] if models else None,
+            }
+        return _json(data)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            self._record(request, {})
+            return self._error(400, "the request body is not a JSON object")
+        self._record(request, body)
+        if self.shape == "anthropic":
+            problem = _anthropic_problem(body)
+        else:
+            messages = body.get("messages")
+            problem = (
+                None if isinstance(messages, list) and messages else "messages: a non-empty array is required"
+            )
+        if problem:
+            return self._error(400, problem)
+
+        model = str(body.get("model", ""))
+        behaviour = self._next(model)
+        if behaviour.delay_s > 0:
+            await asyncio.sleep(behaviour.delay_s)
+        stream = body.get("stream") is True
+        kind = behaviour.kind
+        if kind == "status" or (kind == "stream_error" and not stream):
+            return self._error(behaviour.status, f"scripted HTTP {behaviour.status}", behaviour.retry_after)
+        if kind == "drop" and not stream:
+            _abort(request)
+            return web.Response()
+        if kind == "malformed_json" and not stream:
+            return web.Response(body=b'{"choices": [', content_type="application/json")
+
+        text = behaviour.content
+        if text is None and not behaviour.tool_calls:
+            text = f"{model} says: {_last_user_text(body.get('messages'))[:60]}"
+        prefix = "call_" if self.shape == "openai" else "toolu_"
+        calls = [(f"{prefix}fake{next(self._ids)}", name, args) for name, args in behaviour.tool_calls or []]
+        finish = behaviour.finish_reason or ("tool_calls" if calls else "stop")
+        if self.shape == "openai":
+            if not stream:
+                return _json(self._openai_completion(model, text, calls, finish))
+            return await self._send_stream(
+                request, behaviour, self._openai_chunks(body, model, text, calls, finish)
+            )
+        finish = _ANTHROPIC_STOP.get(finish, finish)
+        if not stream:
+            return _json(self._anthropic_message(model, text, calls, finish))
+        return await self._send_stream(request, behaviour, self._anthropic_events(model, text, calls, finish))
+
+    async def _send_stream(
+        self, request: web.Request, behaviour: Behaviour, events: list[bytes]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+        )
+        await response.prepare(request)
+        if behaviour.kind == "drop":
+            # Far enough for the client to have seen some of the answer (for Anthropic: past the ping).
+            for event in events[: 2 if self.shape == "openai" else 4]:
+                await response.write(event)
+            _abort(request)
+            return response
+        if behaviour.kind in ("malformed_json", "stream_error"):
+            await response.write(events[0])
+            if behaviour.kind == "malformed_json":
+                bad = b"data: {not json\n\n"
+                await response.write(bad if self.shape == "openai" else b"event: content_block_delta\n" + bad)
+            else:
+                await response.write(self._stream_error(behaviour.status))
+            await response.write_eof()
+            return response
+        for event in events:
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    def _error(self, status: int, message: str, retry_after: float | None = None) -> web.Response:
+        headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
+        return web.Response(
+            status=status,
+            body=orjson.dumps(self._error_body(status, message)),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    def _error_body(self, status: int, message: str) -> dict[str, Any]:
+        if self.shape == "openai":
+            type_, code = _OPENAI_ERRORS.get(status, ("server_error", None))
+            return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+        type_ = _ANTHROPIC_ERRORS.get(status, "api_error")
+        return {
+            "type": "error",
+            "error": {"type": type_, "message": message},
+            "request_id": f"req_fake{next(self._ids)}",
+        }
+
+    def _stream_error(self, status: int) -> bytes:
+        data = orjson.dumps(self._error_body(status, f"scripted stream error ({status})"))
+        if self.shape == "openai":
+            return b"data: " + data + b"\n\n"
+        return b"event: error\ndata: " + data + b"\n\n"
+
+    # ---- OpenAI Chat Completions ----
+
+    def _openai_usage(self) -> dict[str, int]:
+        prompt, completion = self.usage
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def _openai_completion(
+        self, model: str, text: str | None, calls: list[tuple[str, str, str]], finish: str
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if calls:
+            message["tool_calls"] = [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+                for cid, name, args in calls
+            ]
+        return {
+            "id": f"chatcmpl-fake{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": self._openai_usage(),
+            "system_fingerprint": None,
+        }
+
+    def _openai_chunks(
+        self,
+        body: dict[str, Any],
+        model: str,
+        text: str | None,
+        calls: list[tuple[str, str, str]],
+        finish: str,
+    ) -> list[bytes]:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        base = {
+            "id": f"chatcmpl-fake{next(self._ids)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            data: dict[str, Any] = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            if include_usage:
+                data["usage"] = None
+            return b"data: " + orjson.dumps(data) + b"\n\n"
+
+        out = [chunk({"role": "assistant", "content": "" if text is not None else None, "refusal": None})]
+        out.extend(chunk({"content": piece}) for piece in _pieces(text or ""))
+        for i, (cid, name, args) in enumerate(calls):
+            first = {"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}
+            out.append(chunk({"tool_calls": [first]}))
+            out.extend(
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in _pieces(args)
+            )
+        out.append(chunk({}, finish))
+        if include_usage:
+            out.append(
+                b"data: " + orjson.dumps({**base, "choices": [], "usage": self._openai_usage()}) + b"\n\n"
+            )
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+    # ---- Anthropic Messages ----
+
+    def _anthropic_message(
+        self, model: str, text: str | None, calls: list[tuple[str, str, str]], stop: str
+    ) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        content.extend(
+            {"type": "tool_use", "id": cid, "name": name, "input": orjson.loads(args)}
+            for cid, name, args in calls
+        )
+        return {
+            "id": f"msg_fake{next(self._ids)}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.usage[0],
+                "output_tokens": self.usage[1],
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+
+    def _anthropic_events(
+        self, model: str, text: str | None, calls: list[tuple[str, str, str]], stop: str
+    ) -> list[bytes]:
+        def event(name: str, data: dict[str, Any]) -> bytes:
+            return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+        message = self._anthropic_message(model, None, [], stop)
+        message.update(stop_reason=None, usage={**message["usage"], "output_tokens": 1})
+        out = [event("message_start", {"type": "message_start", "message": message})]
+        ping = event("ping", {"type": "ping"})
+        index = 0
+
+        def start(block: dict[str, Any]) -> None:
+            out.append(
+                event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": block},
+                )
+            )
+            if index == 0:  # the API pings once, right after the first block starts
+                out.append(ping)
+
+        def delta(payload: dict[str, Any]) -> None:
+            out.append(
+                event(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload}
+                )
+            )
+
+        if text:
+            start({"type": "text", "text": ""})
+            for piece in _pieces(text):
+                delta({"type": "text_delta", "text": piece})
+            out.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
+            index += 1
+        for cid, name, args in calls:
+            start({"type": "tool_use", "id": cid, "name": name, "input": {}})
+            for piece in ["", *_pieces(args)]:
+                delta({"type": "input_json_delta", "partial_json": piece})
+            out.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
+            index += 1
+        if index == 0:
+            out.append(ping)
+        out.append(
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": self.usage[1]},
+                },
+            )
+        )
+        out.append(event("message_stop", {"type": "message_stop"}))
+        return out
+
+
+def _json(data: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
