@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -126,6 +126,108 @@ def check_config(path: Annotated[Path, typer.Argument(help="The config file to c
             )
     out.print(table)
     out.print(f"premium (baseline) tier: {cfg.premium_tier}; records: {cfg.store.resolved_path()}")
+
+
+def _tier_list(value: str) -> list[str]:
+    models = [m.strip() for m in value.split(",") if m.strip()]
+    if len(models) < 2:
+        err.print("--tiers: name at least two models, cheapest first: CHEAP,[MID,]PREMIUM", highlight=False)
+        raise typer.Exit(2)
+    return models
+
+
+def _load_data(path: Path, skip_invalid: bool) -> list[Any]:
+    from tierwise.evals.dataset import DatasetError, iter_records
+
+    def skipped(message: str) -> None:
+        err.print(f"skipped: {message}", highlight=False)
+
+    try:
+        return list(iter_records(path, skip_invalid=skip_invalid, on_skip=skipped))
+    except DatasetError as exc:
+        err.print(f"[red]data error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command("eval")
+def eval_command(
+    data: Annotated[Path, typer.Option("--data", help="Routing eval set (JSONL).")],
+    config: ConfigOption = None,
+    tiers: Annotated[
+        str | None,
+        typer.Option("--tiers", help="CHEAP,[MID,]PREMIUM models of the data, instead of --config."),
+    ] = None,
+    by: Annotated[str, typer.Option(help="Group rows by request 'class' or dataset 'category'.")] = "class",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a Markdown report with figures.")
+    ] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
+) -> None:
+    """Replay a routing eval set through the router and report cost and quality per class."""
+    import orjson
+    from rich.progress import Progress
+
+    from tierwise.evals.metrics import OutcomeError
+    from tierwise.evals.replay import config_for_tiers, replay, summarize
+    from tierwise.evals.tables import class_table
+
+    if by not in ("class", "category"):
+        err.print("--by: use 'class' or 'category'", highlight=False)
+        raise typer.Exit(2)
+    records = _load_data(data, skip_invalid)
+    try:
+        cfg = config_for_tiers(_tier_list(tiers)) if tiers else _load(config)
+        with Progress(console=err, transient=True, disable=len(records) < 2000) as progress:
+            task = progress.add_task("replaying", total=len(records))
+            result = replay(cfg, records, on_step=lambda: progress.advance(task))
+    except (ConfigError, OutcomeError) as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    summary = summarize(result, by=by)
+    out.print(class_table(summary, cfg.tier_names, f"{data.name}: {len(records)} prompts"))
+    if json_out:
+        payload = {"data": str(data), "tiers": cfg.tier_names, "by": by, "classes": summary}
+        json_out.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+    if report:
+        from tierwise.evals.report import write_eval_report
+
+        path = write_eval_report(result, summary, report, title=data.name)
+        out.print(f"report: {path}")
+
+
+@app.command()
+def bench(
+    train: Annotated[Path, typer.Option("--train", help="Training set (JSONL).")],
+    test: Annotated[Path, typer.Option("--test", help="Test set (JSONL).")],
+    tiers: Annotated[str, typer.Option("--tiers", help="CHEAP,[MID,]PREMIUM models of the data.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    decisions: Annotated[
+        Path | None, typer.Option("--decisions", help="Write the calibrated point's per-prompt decisions.")
+    ] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
+) -> None:
+    """Train a router, sweep its operating points on a test set, and compare with the baselines."""
+    import orjson
+
+    from tierwise.evals.bench import run_bench, write_jsonl
+    from tierwise.evals.metrics import OutcomeError
+    from tierwise.evals.tables import bench_table
+
+    models = _tier_list(tiers)
+    train_records = _load_data(train, skip_invalid)
+    test_records = _load_data(test, skip_invalid)
+    try:
+        result, rows = run_bench(train_records, test_records, models)
+    except (ConfigError, OutcomeError) as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    out.print(bench_table(result))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if decisions:
+        write_jsonl(decisions, rows)
 
 
 def main() -> None:

@@ -34,38 +34,67 @@ def estimate_input_tokens(request: ChatRequest) -> int:
     return total
 
 
-def keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str]:
-    """One case-insensitive, word-bounded pattern for a keyword list.
+_WORDS = re.compile(r"[\w-]+")
+
+
+class KeywordSet:
+    """A keyword list, matched case-insensitively on whole words.
 
     ``*`` glued to a word matches the rest of the word (``diagnos*``); a ``*`` standing alone matches one to
-    four words (``under * law`` matches "under New York law").
+    four words (``under * law`` matches "under New York law"). Single words are looked up in the set of the
+    text's words, which stays fast on long prompts; only phrases need a regular expression, and only when
+    their first word occurs in the text.
     """
-    alternatives = []
-    for keyword in keywords:
-        parts = []
-        for token in keyword.split():
-            if token == "*":
-                parts.append(r"(?:[\w.-]+\s+){0,3}[\w.-]+")
-            else:
-                parts.append(re.escape(token).replace(r"\*", r"[\w-]*"))
-        alternatives.append(r"\s+".join(parts))
-    if not alternatives:
-        return re.compile(r"(?!x)x")
-    return re.compile(r"(?<![\w-])(?:" + "|".join(alternatives) + r")(?![\w-])", re.IGNORECASE)
+
+    def __init__(self, keywords: Iterable[str]) -> None:
+        self.exact: set[str] = set()
+        prefixes: list[str] = []
+        self.phrases: list[tuple[str | None, re.Pattern[str]]] = []
+        for keyword in keywords:
+            tokens = keyword.lower().split()
+            if len(tokens) == 1 and _WORDS.fullmatch(tokens[0].rstrip("*")) and "*" not in tokens[0][:-1]:
+                if tokens[0].endswith("*"):
+                    prefixes.append(tokens[0][:-1])
+                else:
+                    self.exact.add(tokens[0])
+                continue
+            parts = []
+            for token in tokens:
+                if token == "*":
+                    parts.append(r"(?:[\w.-]+\s+){0,3}[\w.-]+")
+                else:
+                    parts.append(re.escape(token).replace(r"\*", r"[\w-]*"))
+            first = tokens[0] if "*" not in tokens[0] and _WORDS.fullmatch(tokens[0]) else None
+            pattern = re.compile(r"(?<![\w-])" + r"\s+".join(parts) + r"(?![\w-])")
+            self.phrases.append((first, pattern))
+        self.prefixes = tuple(prefixes)
+
+    def matches(self, lowered: str, words: set[str]) -> bool:
+        """Whether any keyword occurs in ``lowered`` (the text in lower case) whose word set is ``words``."""
+        if not self.exact.isdisjoint(words):
+            return True
+        if self.prefixes and any(w.startswith(self.prefixes) for w in words):
+            return True
+        return any((first is None or first in words) and p.search(lowered) for first, p in self.phrases)
+
+    def search(self, text: str) -> bool:
+        lowered = text.lower()
+        return self.matches(lowered, set(_WORDS.findall(lowered)))
+
+
+def keyword_pattern(keywords: Iterable[str]) -> KeywordSet:
+    return KeywordSet(keywords)
 
 
 # Task type cues, checked against the last user message in this order; the first that matches wins.
+# Each pattern runs only when one of its trigger words (or, for code, a fence) is in the text: regular
+# expressions with many alternatives cost ~50 µs per kilobyte, a set look-up almost nothing.
 _TASK_CUES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "code",
+        # A request for code (the syntax of code itself is checked line by line in _has_code_lines).
         re.compile(
-            # Code itself: a fence, or a line that starts with a keyword (case-sensitive, as code is) and
-            # carries code punctuation. Everyday words ("Let me know: ...") must not count.
-            r"```|(?m:^[ \t]*(?-i:def|class|function|return|const|let|var|public|private|void|fn|func|"
-            r"SELECT|INSERT|UPDATE|#include)\b[^\n]*[({;:=])"
-            r"|(?m:^[ \t]*(?-i:import [\w.]+$|from [\w.]+ import))"
-            # Or a request for code.
-            r"|\b(?:write|implement|debug|fix|refactor|optimi[sz]e)\b.{0,40}\b(?:code|function|script|"
+            r"\b(?:write|implement|debug|fix|refactor|optimi[sz]e)\b.{0,40}\b(?:code|function|script|"
             r"program|class|method|query|bug|regex|unit tests?)\b"
             r"|\b(?:python|javascript|typescript|java|rust|golang|c\+\+|sql|bash|html|css)\b.{0,30}"
             r"\b(?:code|function|script|program)\b|stack ?trace|traceback",
@@ -115,6 +144,25 @@ _TASK_CUES: tuple[tuple[str, re.Pattern[str]], ...] = (
 _EXPECTED_OUTPUT = {"classify": 10, "extract": 200, "chat": 400, "code": 800, "reasoning": 1000}
 
 _MATH = re.compile(r"\$[^$]+\$|\\frac|\\sum|\\int|\b\d+\s*[-+*/^=]\s*\d+", re.IGNORECASE)
+_EXPERT_WORDS = frozenset(
+    [
+        "rigorous",
+        "formal",
+        "peer",
+        "peer-review",
+        "graduate",
+        "phd",
+        "expert",
+        "depth",
+        "in-depth",
+        "state",
+        "edge",
+        "production",
+        "production-grade",
+        "asymptotic",
+        "complexity",
+    ]
+)
 _EXPERT = re.compile(
     r"\b(?:rigorous|formal proof|peer[- ]review|graduate|phd|expert|in depth|in-depth|state of the art|"
     r"edge cases?|production[- ]grade|asymptotic|complexity)\b",
@@ -149,9 +197,60 @@ class Features:
 _FEATURE_FIELDS = tuple(f.name for f in fields(Features))
 
 
-def detect_task(text: str) -> str:
+# Distinctive words of each task's cues (for phrases, their rarest word): a cue cannot match without one.
+_TRIGGERS: dict[str, frozenset[str]] = {
+    "code": frozenset(
+        "code script program method query bug regex stack stacktrace traceback unit function class".split()
+    ),
+    "summarize": frozenset("summarize summarise summary tl tldr points condense recap gist".split()),
+    "extract": frozenset("extract pull parse list find fill named".split()),
+    "classify": frozenset(
+        "classify categorize categorise label category sentiment spam positive negative tag".split()
+    ),
+    "rephrase": frozenset(
+        "rephrase rewrite paraphrase reword proofread grammar shorter longer formal polite friendlier "
+        "translate".split()
+    ),
+    "reasoning": frozenset(
+        "prove proof derive step calculate solve many probability reason reasoning analyze analyse contrast "
+        "trade tradeoff tradeoffs trade-off trade-offs design architecture optimal theorem equation "
+        "integral".split()
+    ),
+}
+# Lines of code start with a keyword (case-sensitive, as code is) and carry code punctuation; everyday
+# prose ("Let me know: ...", "class starts at 8:30") does not start a line with a lowercase keyword.
+_CODE_KEYWORDS = "def class function return const let var public private void fn func SELECT INSERT UPDATE"
+_CODE_STARTS = (*(f"{k} " for k in _CODE_KEYWORDS.split()), "#include")
+_CODE_PUNCTUATION = frozenset("({;:=")
+
+
+def _has_code_lines(text: str) -> bool:
+    if "```" in text:
+        return True
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(_CODE_STARTS) and not _CODE_PUNCTUATION.isdisjoint(stripped):
+            return True
+        if stripped.startswith(("import ", "from ")) and (
+            " import " in stripped or (stripped.startswith("import ") and len(stripped.split()) == 2)
+        ):
+            return True
+    return False
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def detect_task(text: str, words: set[str] | None = None) -> str:
+    """The task type of an instruction; ``words`` is its set of lower-case words, if already at hand."""
+    if words is None:
+        words = set(_WORDS.findall(text.lower()))
+    if _has_code_lines(text):
+        return "code"
+    digits = _DIGIT.search(text) is not None
     for task, pattern in _TASK_CUES:
-        if pattern.search(text):
+        triggered = not _TRIGGERS[task].isdisjoint(words) or (task == "reasoning" and digits)
+        if triggered and pattern.search(text):
             return task
     return "chat"
 
@@ -159,15 +258,16 @@ def detect_task(text: str) -> str:
 def extract_features(
     request: ChatRequest,
     *,
-    domain_patterns: Mapping[str, re.Pattern[str]],
-    blacklist_patterns: Mapping[str, re.Pattern[str]],
+    domain_patterns: Mapping[str, KeywordSet],
+    blacklist_patterns: Mapping[str, KeywordSet],
     user_tier: str | None = None,
 ) -> Features:
     """Features of ``request``; domain and blacklist keywords are searched in every message, system too."""
     last_user = request.last_user_text()
     # Cues from long pasted documents drown the instruction: the head and tail of the message carry it.
     cue_text = last_user if len(last_user) <= 4000 else last_user[:2000] + "\n" + last_user[-2000:]
-    task = detect_task(cue_text)
+    cue_words = set(_WORDS.findall(cue_text.lower()))
+    task = detect_task(cue_text, cue_words)
     input_tokens = estimate_input_tokens(request)
     if request.max_tokens is not None:
         expected = request.max_tokens
@@ -177,7 +277,8 @@ def extract_features(
         expected = max(50, estimate_tokens(last_user))
     else:
         expected = _EXPECTED_OUTPUT[task]
-    everything = request.all_text()
+    lowered = request.all_text().lower()
+    words = set(_WORDS.findall(lowered))
     wants_json = bool(request.response_format and request.response_format.get("type") != "text")
     return Features(
         task=task,
@@ -185,13 +286,16 @@ def extract_features(
         expected_output_tokens=expected,
         tools=bool(request.tools) and request.tool_choice != "none",
         n_tools=len(request.tools),
-        domains=tuple(name for name, p in domain_patterns.items() if p.search(everything)),
-        expertise="expert" if _EXPERT.search(cue_text) else "general",
+        domains=tuple(name for name, p in domain_patterns.items() if p.matches(lowered, words)),
+        expertise="expert"
+        if not _EXPERT_WORDS.isdisjoint(cue_words) and _EXPERT.search(cue_text)
+        else "general",
         user_tier=user_tier,
-        blacklist_hits=tuple(name for name, p in blacklist_patterns.items() if p.search(everything)),
+        blacklist_hits=tuple(name for name, p in blacklist_patterns.items() if p.matches(lowered, words)),
         depth=sum(1 for m in request.messages if m.role == "user"),
-        has_code=task == "code" or "```" in everything,
-        has_math=bool(_MATH.search(cue_text)),
+        has_code=task == "code" or "```" in lowered,
+        has_math=(_DIGIT.search(cue_text) is not None or "$" in cue_text or "\\" in cue_text)
+        and _MATH.search(cue_text) is not None,
         wants_json=wants_json,
         last_user_chars=len(last_user),
     )

@@ -8,11 +8,10 @@ this, by the policy, because they depend on which models a tier holds.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tierwise.config import RouterConfig, Rule, RuleCondition
-from tierwise.features import Features, extract_features, keyword_pattern
+from tierwise.features import Features, KeywordSet, extract_features, keyword_pattern
 from tierwise.messages import ChatRequest
 
 
@@ -35,7 +34,7 @@ class RulesClassifier:
         self.blacklist_patterns = {
             name: keyword_pattern(words) for name, words in self.routing.blacklist.items()
         }
-        self._rule_keywords: dict[int, re.Pattern[str]] = {
+        self._rule_keywords: dict[int, KeywordSet] = {
             i: keyword_pattern(rule.when.keywords)
             for i, rule in enumerate(self.routing.rules)
             if rule.when.keywords

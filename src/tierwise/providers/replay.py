@@ -62,12 +62,21 @@ class Match:
 class ReplayIndex:
     """Exact and nearest-prompt look-up over a routing eval set."""
 
-    def __init__(self, records: list[EvalRecord]) -> None:
+    def __init__(self, records: list[EvalRecord], *, nearest: bool = True) -> None:
+        """``nearest=False`` skips the similarity index: exact matches only (offline evaluation)."""
         if not records:
             raise ValueError("a replay set needs at least one record")
         self.records = records
         self.models = sorted({m for r in records for m in r.outcomes})
         self._exact = {conversation_key(_record_text(r.messages)): r for r in records}
+        self._nearest = nearest
+        self._idf: dict[str, float] = {}
+        self._postings: dict[str, list[tuple[int, float]]] = {}
+        if nearest:
+            self._build_similarity_index()
+
+    def _build_similarity_index(self) -> None:
+        records = self.records
         postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
         counts = [self._counts(" ".join(t for _, t in _record_text(r.messages))) for r in records]
         df: dict[str, int] = defaultdict(int)
@@ -95,6 +104,8 @@ class ReplayIndex:
         exact = self._exact.get(key)
         if exact is not None:
             return Match(exact, "exact", 1.0)
+        if not self._nearest:
+            raise UpstreamError("no recorded prompt matches this conversation exactly", status=404)
         counts = self._counts(request.all_text())
         weights = {t: (1 + math.log(k)) * self._idf[t] for t, k in counts.items() if t in self._idf}
         norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
