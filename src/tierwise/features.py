@@ -7,6 +7,7 @@ to be downloaded, and the estimate is within a few percent of real tokenizers fo
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -69,17 +70,37 @@ class KeywordSet:
             self.phrases.append((first, pattern))
         self.prefixes = tuple(prefixes)
 
-    def matches(self, lowered: str, words: set[str]) -> bool:
-        """Whether any keyword occurs in ``lowered`` (the text in lower case) whose word set is ``words``."""
-        if not self.exact.isdisjoint(words):
+    def matches(self, text: TextWords) -> bool:
+        """Whether any keyword occurs in ``text``."""
+        if not self.exact.isdisjoint(text.words):
             return True
-        if self.prefixes and any(w.startswith(self.prefixes) for w in words):
+        if any(text.has_prefix(p) for p in self.prefixes):
             return True
-        return any((first is None or first in words) and p.search(lowered) for first, p in self.phrases)
+        return any(
+            (first is None or first in text.words) and p.search(text.lowered) for first, p in self.phrases
+        )
 
     def search(self, text: str) -> bool:
+        return self.matches(TextWords.of(text))
+
+
+@dataclass(frozen=True, slots=True)
+class TextWords:
+    """A text in lower case, its set of words, and the same words sorted (for prefix look-ups)."""
+
+    lowered: str
+    words: set[str]
+    ordered: list[str]
+
+    @classmethod
+    def of(cls, text: str) -> TextWords:
         lowered = text.lower()
-        return self.matches(lowered, set(_WORDS.findall(lowered)))
+        words = set(_WORDS.findall(lowered))
+        return cls(lowered, words, sorted(words))
+
+    def has_prefix(self, prefix: str) -> bool:
+        i = bisect.bisect_left(self.ordered, prefix)
+        return i < len(self.ordered) and self.ordered[i].startswith(prefix)
 
 
 def keyword_pattern(keywords: Iterable[str]) -> KeywordSet:
@@ -266,7 +287,12 @@ def extract_features(
     last_user = request.last_user_text()
     # Cues from long pasted documents drown the instruction: the head and tail of the message carry it.
     cue_text = last_user if len(last_user) <= 4000 else last_user[:2000] + "\n" + last_user[-2000:]
-    cue_words = set(_WORDS.findall(cue_text.lower()))
+    text = TextWords.of(request.all_text())
+    # Most requests are one message: then the cue text's words are the whole text's.
+    if len(request.messages) == 1 and cue_text is last_user:
+        cue_words = text.words
+    else:
+        cue_words = set(_WORDS.findall(cue_text.lower()))
     task = detect_task(cue_text, cue_words)
     input_tokens = estimate_input_tokens(request)
     if request.max_tokens is not None:
@@ -277,8 +303,6 @@ def extract_features(
         expected = max(50, estimate_tokens(last_user))
     else:
         expected = _EXPECTED_OUTPUT[task]
-    lowered = request.all_text().lower()
-    words = set(_WORDS.findall(lowered))
     wants_json = bool(request.response_format and request.response_format.get("type") != "text")
     return Features(
         task=task,
@@ -286,14 +310,14 @@ def extract_features(
         expected_output_tokens=expected,
         tools=bool(request.tools) and request.tool_choice != "none",
         n_tools=len(request.tools),
-        domains=tuple(name for name, p in domain_patterns.items() if p.matches(lowered, words)),
+        domains=tuple(name for name, p in domain_patterns.items() if p.matches(text)),
         expertise="expert"
         if not _EXPERT_WORDS.isdisjoint(cue_words) and _EXPERT.search(cue_text)
         else "general",
         user_tier=user_tier,
-        blacklist_hits=tuple(name for name, p in blacklist_patterns.items() if p.matches(lowered, words)),
+        blacklist_hits=tuple(name for name, p in blacklist_patterns.items() if p.matches(text)),
         depth=sum(1 for m in request.messages if m.role == "user"),
-        has_code=task == "code" or "```" in lowered,
+        has_code=task == "code" or "```" in text.lowered,
         has_math=(_DIGIT.search(cue_text) is not None or "$" in cue_text or "\\" in cue_text)
         and _MATH.search(cue_text) is not None,
         wants_json=wants_json,

@@ -70,6 +70,8 @@ def replay_engine(config: RouterConfig, records: Sequence[EvalRecord]) -> tuple[
             f"the data has: {', '.join(index.models)}"
         )
     provider = ReplayProvider("replay", ReplayProviderConfig(type="replay"), index=index)
+    # Keep no prompt or answer text in the records: the data set has them, and 100k copies cost memory.
+    config = config.model_copy(update={"store": config.store.model_copy(update={"prompts": "none"})})
     providers: dict[str, Provider] = dict.fromkeys(config.providers, provider)
     sink = _Collector()
     return Engine(config, providers, sink=sink, pricing=None), sink

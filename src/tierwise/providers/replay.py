@@ -29,7 +29,6 @@ from tierwise.messages import ChatRequest, ChatResponse, Message, StreamDelta, U
 from tierwise.providers.base import Provider, ProviderResult, ProviderStream
 
 _WORD = re.compile(r"\w+")
-_SPACE = re.compile(r"\s+")
 
 
 def conversation_key(messages: Iterable[tuple[str, str]]) -> str:
@@ -38,7 +37,7 @@ def conversation_key(messages: Iterable[tuple[str, str]]) -> str:
     for role, text in messages:
         h.update(role.encode())
         h.update(b"\x1f")
-        h.update(_SPACE.sub(" ", text).strip().encode())
+        h.update(" ".join(text.split()).encode())
         h.update(b"\x1e")
     return h.hexdigest()
 
