@@ -178,6 +178,13 @@ def eval_command(
     records = _load_data(data, skip_invalid)
     try:
         cfg = config_for_tiers(_tier_list(tiers)) if tiers else _load(config)
+    except ConfigError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if records and not any(r.outcomes for r in records):
+        _eval_labels(cfg, records, by, json_out, data)
+        return
+    try:
         with Progress(console=err, transient=True, disable=len(records) < 2000) as progress:
             task = progress.add_task("replaying", total=len(records))
             result = replay(cfg, records, on_step=lambda: progress.advance(task))
@@ -194,6 +201,27 @@ def eval_command(
 
         path = write_eval_report(result, summary, report, title=data.name)
         out.print(f"report: {path}")
+
+
+def _eval_labels(cfg: RouterConfig, records: list[Any], by: str, json_out: Path | None, data: Path) -> None:
+    """A hand-labelled set (ideal_tier, no outcomes): routing accuracy of the router's decisions."""
+    import orjson
+
+    from tierwise.evals.replay import label_summary
+    from tierwise.evals.tables import label_table
+
+    if any(r.ideal_tier is None for r in records):
+        err.print("the data mixes records without outcomes and without ideal_tier; label or split it")
+        raise typer.Exit(2)
+    try:
+        summary = label_summary(cfg, records, by=by)
+    except ConfigError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    out.print(label_table(summary, cfg.tier_names, f"{data.name}: {len(records)} labelled prompts"))
+    if json_out:
+        payload = {"data": str(data), "tiers": cfg.tier_names, "by": by, "labels": True, "classes": summary}
+        json_out.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
 
 
 @app.command()

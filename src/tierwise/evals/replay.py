@@ -173,3 +173,44 @@ def _figures(result: Replayed, rows: np.ndarray[Any, np.dtype[np.int64]]) -> dic
         "escalation_rate": float((final > result.start[rows]).mean()),
         "routing_accuracy": float((final == result.ideal[rows]).mean()),
     }
+
+
+def label_summary(
+    config: RouterConfig, records: Sequence[EvalRecord], by: str = "class"
+) -> dict[str, dict[str, Any]]:
+    """For hand-labelled records (``ideal_tier``, no outcomes): the tier the engine routes each prompt to,
+    against its label. Per class (or category), then overall: requests, tier mix, routing accuracy."""
+    unknown = sorted({r.ideal_tier for r in records if r.ideal_tier not in config.tiers}, key=str)
+    if unknown:
+        raise ConfigError(
+            f"ideal_tier values that name no tier of the config: {', '.join(map(str, unknown))} "
+            f"(tiers are {', '.join(config.tier_names)})"
+        )
+    engine = Engine(config, {}, sink=None)
+    rows: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for record in records:
+        ctx = RequestContext(request_id=record.id, endpoint="eval")
+        try:
+            route = engine.route(to_request(record), ctx)
+            chosen, cls = route.tier, route.request_class
+        except RequestError:
+            chosen, cls = config.premium_tier, "unroutable"
+        key = cls if by == "class" else record.category
+        rows[key].append((chosen, str(record.ideal_tier)))
+    everything = [pair for pairs in rows.values() for pair in pairs]
+    out = {key: _label_figures(config, pairs) for key, pairs in sorted(rows.items())}
+    out["overall"] = _label_figures(config, everything)
+    return out
+
+
+def _label_figures(config: RouterConfig, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    n = len(pairs)
+    return {
+        "requests": n,
+        "tier_mix": {t: sum(1 for c, _ in pairs if c == t) / n for t in config.tier_names},
+        "routing_accuracy": sum(1 for c, ideal in pairs if c == ideal) / n,
+        "routed_below_ideal": sum(
+            1 for c, ideal in pairs if config.tier_names.index(c) < config.tier_names.index(ideal)
+        )
+        / n,
+    }

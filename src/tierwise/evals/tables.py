@@ -32,6 +32,18 @@ def class_table(summary: dict[str, dict[str, Any]], tiers: list[str], title: str
     return table
 
 
+def label_table(summary: dict[str, dict[str, Any]], tiers: list[str], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("class", "requests", "tier mix", "routing acc.", "below ideal"):
+        table.add_column(column, justify="left" if column in ("class", "tier mix") else "right")
+    for name, row in summary.items():
+        mix = " ".join(f"{t}:{row['tier_mix'].get(t, 0) * 100:.0f}" for t in tiers)
+        table.add_row(
+            name, str(row["requests"]), mix, _pct(row["routing_accuracy"]), _pct(row["routed_below_ideal"])
+        )
+    return table
+
+
 def bench_table(result: dict[str, Any]) -> Table:
     base = result["baselines"]
     table = Table(
