@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tierwise.evals.bench import run_bench
+from tierwise.evals.bench import ROUTERS, run_bench
 from tierwise.evals.dataset import EvalRecord, load_records
 
 SETS = {
@@ -72,12 +72,13 @@ def main() -> None:
     for name, tiers in SETS.items():
         path = args.data_dir / f"{name}.jsonl"
         train, test = split_by_id(load_records(path))
-        started = time.perf_counter()
-        result, _ = run_bench(train, test, tiers)
-        result["seconds"] = round(time.perf_counter() - started, 2)
-        result["policies"]["direct"].pop("curve")
-        rows[name] = result
-        print(f"{name}: done in {result['seconds']} s", flush=True)
+        for router in ("rules", "learned"):
+            started = time.perf_counter()
+            result, _ = run_bench(train, test, tiers, make_scorer=ROUTERS[router])
+            result["seconds"] = round(time.perf_counter() - started, 2)
+            result["policies"]["direct"].pop("curve")
+            rows[f"{name} ({router})"] = result
+            print(f"{name} ({router}): done in {result['seconds']} s", flush=True)
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2) + "\n")

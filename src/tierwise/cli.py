@@ -233,20 +233,24 @@ def bench(
     decisions: Annotated[
         Path | None, typer.Option("--decisions", help="Write the calibrated point's per-prompt decisions.")
     ] = None,
+    router: Annotated[str, typer.Option(help="The router to train: 'learned' or 'rules'.")] = "learned",
     skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
 ) -> None:
     """Train a router, sweep its operating points on a test set, and compare with the baselines."""
     import orjson
 
-    from tierwise.evals.bench import run_bench, write_jsonl
+    from tierwise.evals.bench import ROUTERS, run_bench, write_jsonl
     from tierwise.evals.metrics import OutcomeError
     from tierwise.evals.tables import bench_table
 
+    if router not in ROUTERS:
+        err.print(f"--router: use one of {', '.join(ROUTERS)}", highlight=False)
+        raise typer.Exit(2)
     models = _tier_list(tiers)
     train_records = _load_data(train, skip_invalid)
     test_records = _load_data(test, skip_invalid)
     try:
-        result, rows = run_bench(train_records, test_records, models)
+        result, rows = run_bench(train_records, test_records, models, make_scorer=ROUTERS[router])
     except (ConfigError, OutcomeError) as exc:
         err.print(f"[red]error[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None

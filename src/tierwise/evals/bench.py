@@ -32,9 +32,19 @@ from tierwise.evals.sweep import RulesScorer, TierScorer, assign, calibrate_thre
 ScorerFactory = Callable[[RouterConfig], TierScorer]
 
 
-def default_scorer(config: RouterConfig) -> TierScorer:
-    """The router `bench` trains. Until the learned router lands, the rules router stands in."""
+def rules_scorer(config: RouterConfig) -> TierScorer:
+    """The rules router (task types, domains, blacklist): it learns nothing, and has one operating point."""
     return RulesScorer(config)
+
+
+def learned_scorer(config: RouterConfig) -> TierScorer:
+    """The learned router (tierwise.classify.learned), the default `bench` trains."""
+    from tierwise.classify.learned import LearnedRouter
+
+    return LearnedRouter()
+
+
+ROUTERS: dict[str, ScorerFactory] = {"learned": learned_scorer, "rules": rules_scorer}
 
 
 def run_bench(
@@ -42,7 +52,7 @@ def run_bench(
     test: Sequence[EvalRecord],
     models: Sequence[str],
     *,
-    make_scorer: ScorerFactory = default_scorer,
+    make_scorer: ScorerFactory = learned_scorer,
     quality_target: float = 0.95,
     folds: int = 5,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
