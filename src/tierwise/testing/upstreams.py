@@ -7,8 +7,9 @@
 
 Each server runs an aiohttp app on an event loop of its own in a background thread, so synchronous and
 asynchronous callers can use it alike, and it keeps answering while the caller's loop is busy. It answers
-in the API's real shapes (bodies, stream events, error objects) so that the code under test parses exactly
-what it would parse in production. It checks no credentials but records every request's headers.
+in the API's real shapes (bodies, stream events, error objects; built in ``_shapes``) so that the code under
+test parses exactly what it would parse in production. It checks no credentials but records every request's
+headers.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-Shape = Literal["openai", "anthropic"]
+from tierwise.testing import _shapes
+from tierwise.testing._shapes import Shape as Shape  # re-exported: FakeUpstream's ``shape`` is typed by it
+
 Kind = Literal["ok", "slow", "status", "drop", "malformed_json", "stream_error"]
 
 
@@ -76,81 +79,6 @@ class ReceivedRequest:
     @property
     def model(self) -> str:
         return str(self.body.get("model", ""))
-
-
-_OPENAI_ERRORS: dict[int, tuple[str, str | None]] = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("permission_error", None),
-    404: ("invalid_request_error", "model_not_found"),
-    429: ("requests", "rate_limit_exceeded"),
-}
-_ANTHROPIC_ERRORS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-_ANTHROPIC_STOP = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
-
-
-def _pieces(text: str, n: int = 3) -> list[str]:
-    if not text:
-        return []
-    size = -(-len(text) // n)
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-def _last_user_text(messages: Any) -> str:
-    if not isinstance(messages, list):
-        return ""
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            texts = [
-                part["text"]
-                for part in content
-                if isinstance(part, dict)
-                and part.get("type") in ("text", "input_text")
-                and isinstance(part.get("text"), str)
-            ]
-            if texts:
-                return "\n".join(texts)
-    return ""
-
-
-def _anthropic_problem(body: dict[str, Any]) -> str | None:
-    """The first thing the real Messages API would reject a request for, among a few cheap checks."""
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        return "max_tokens: Field required (a positive integer)"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages: at least one message is required"
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
-        content = message.get("content")
-        if content == "" or content == []:
-            return f"messages.{i}: all messages must have non-empty content"
-        if isinstance(content, list):
-            for block in content:
-                if isinstance(block, dict) and block.get("type") == "text" and not block.get("text"):
-                    return "messages: text content blocks must be non-empty"
-    return None
 
 
 class FakeUpstream:
@@ -349,24 +277,7 @@ class FakeUpstream:
         self._record(request, {})
         with self._lock:
             models = list(dict.fromkeys([*self._models, *self._queues]))
-        if self.shape == "openai":
-            data: dict[str, Any] = {
-                "object": "list",
-                "data": [
-                    {"id": m, "object": "model", "created": 0, "owned_by": "tierwise-fake"} for m in models
-                ],
-            }
-        else:
-            data = {
-                "data": [
-                    {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
-                    for m in models
-                ],
-                "has_more": False,
-                "first_id": models[0] if models else None,
-                "last_id": models[-1] if models else None,
-            }
-        return _json(data)
+        return _json(_shapes.models_list(self.shape, models))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -378,13 +289,7 @@ class FakeUpstream:
             self._record(request, {})
             return self._error(400, "the request body is not a JSON object")
         self._record(request, body)
-        if self.shape == "anthropic":
-            problem = _anthropic_problem(body)
-        else:
-            messages = body.get("messages")
-            problem = (
-                None if isinstance(messages, list) and messages else "messages: a non-empty array is required"
-            )
+        problem = _shapes.request_problem(self.shape, body)
         if problem:
             return self._error(400, problem)
 
@@ -404,20 +309,21 @@ class FakeUpstream:
 
         text = behaviour.content
         if text is None and not behaviour.tool_calls:
-            text = f"{model} says: {_last_user_text(body.get('messages'))[:60]}"
+            text = f"{model} says: {_shapes.last_user_text(body.get('messages'))[:60]}"
         prefix = "call_" if self.shape == "openai" else "toolu_"
         calls = [(f"{prefix}fake{next(self._ids)}", name, args) for name, args in behaviour.tool_calls or []]
         finish = behaviour.finish_reason or ("tool_calls" if calls else "stop")
+        usage, ids = self.usage, self._ids
         if self.shape == "openai":
             if not stream:
-                return _json(self._openai_completion(model, text, calls, finish))
-            return await self._send_stream(
-                request, behaviour, self._openai_chunks(body, model, text, calls, finish)
-            )
-        finish = _ANTHROPIC_STOP.get(finish, finish)
+                return _json(_shapes.openai_completion(model, text, calls, finish, usage=usage, ids=ids))
+            events = _shapes.openai_chunks(body, model, text, calls, finish, usage=usage, ids=ids)
+            return await self._send_stream(request, behaviour, events)
+        stop = _shapes.anthropic_stop(finish)
         if not stream:
-            return _json(self._anthropic_message(model, text, calls, finish))
-        return await self._send_stream(request, behaviour, self._anthropic_events(model, text, calls, finish))
+            return _json(_shapes.anthropic_message(model, text, calls, stop, usage=usage, ids=ids))
+        events = _shapes.anthropic_events(model, text, calls, stop, usage=usage, ids=ids)
+        return await self._send_stream(request, behaviour, events)
 
     async def _send_stream(
         self, request: web.Request, behaviour: Behaviour, events: list[bytes]
@@ -438,7 +344,7 @@ class FakeUpstream:
                 bad = b"data: {not json\n\n"
                 await response.write(bad if self.shape == "openai" else b"event: content_block_delta\n" + bad)
             else:
-                await response.write(self._stream_error(behaviour.status))
+                await response.write(_shapes.stream_error(self.shape, behaviour.status, self._ids))
             await response.write_eof()
             return response
         for event in events:
@@ -450,176 +356,10 @@ class FakeUpstream:
         headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
         return web.Response(
             status=status,
-            body=orjson.dumps(self._error_body(status, message)),
+            body=orjson.dumps(_shapes.error_body(self.shape, status, message, self._ids)),
             content_type="application/json",
             headers=headers,
         )
-
-    def _error_body(self, status: int, message: str) -> dict[str, Any]:
-        if self.shape == "openai":
-            type_, code = _OPENAI_ERRORS.get(status, ("server_error", None))
-            return {"error": {"message": message, "type": type_, "param": None, "code": code}}
-        type_ = _ANTHROPIC_ERRORS.get(status, "api_error")
-        return {
-            "type": "error",
-            "error": {"type": type_, "message": message},
-            "request_id": f"req_fake{next(self._ids)}",
-        }
-
-    def _stream_error(self, status: int) -> bytes:
-        data = orjson.dumps(self._error_body(status, f"scripted stream error ({status})"))
-        if self.shape == "openai":
-            return b"data: " + data + b"\n\n"
-        return b"event: error\ndata: " + data + b"\n\n"
-
-    # ---- OpenAI Chat Completions ----
-
-    def _openai_usage(self) -> dict[str, int]:
-        prompt, completion = self.usage
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    def _openai_completion(
-        self, model: str, text: str | None, calls: list[tuple[str, str, str]], finish: str
-    ) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-        if calls:
-            message["tool_calls"] = [
-                {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
-                for cid, name, args in calls
-            ]
-        return {
-            "id": f"chatcmpl-fake{next(self._ids)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": self._openai_usage(),
-            "system_fingerprint": None,
-        }
-
-    def _openai_chunks(
-        self,
-        body: dict[str, Any],
-        model: str,
-        text: str | None,
-        calls: list[tuple[str, str, str]],
-        finish: str,
-    ) -> list[bytes]:
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        base = {
-            "id": f"chatcmpl-fake{next(self._ids)}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-        }
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            data: dict[str, Any] = {
-                **base,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-            }
-            if include_usage:
-                data["usage"] = None
-            return b"data: " + orjson.dumps(data) + b"\n\n"
-
-        out = [chunk({"role": "assistant", "content": "" if text is not None else None, "refusal": None})]
-        out.extend(chunk({"content": piece}) for piece in _pieces(text or ""))
-        for i, (cid, name, args) in enumerate(calls):
-            first = {"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}
-            out.append(chunk({"tool_calls": [first]}))
-            out.extend(
-                chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in _pieces(args)
-            )
-        out.append(chunk({}, finish))
-        if include_usage:
-            out.append(
-                b"data: " + orjson.dumps({**base, "choices": [], "usage": self._openai_usage()}) + b"\n\n"
-            )
-        out.append(b"data: [DONE]\n\n")
-        return out
-
-    # ---- Anthropic Messages ----
-
-    def _anthropic_message(
-        self, model: str, text: str | None, calls: list[tuple[str, str, str]], stop: str
-    ) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        content.extend(
-            {"type": "tool_use", "id": cid, "name": name, "input": orjson.loads(args)}
-            for cid, name, args in calls
-        )
-        return {
-            "id": f"msg_fake{next(self._ids)}",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": content,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": self.usage[0],
-                "output_tokens": self.usage[1],
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
-        }
-
-    def _anthropic_events(
-        self, model: str, text: str | None, calls: list[tuple[str, str, str]], stop: str
-    ) -> list[bytes]:
-        def event(name: str, data: dict[str, Any]) -> bytes:
-            return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-        message = self._anthropic_message(model, None, [], stop)
-        message.update(stop_reason=None, usage={**message["usage"], "output_tokens": 1})
-        out = [event("message_start", {"type": "message_start", "message": message})]
-        ping = event("ping", {"type": "ping"})
-        index = 0
-
-        def start(block: dict[str, Any]) -> None:
-            out.append(
-                event(
-                    "content_block_start",
-                    {"type": "content_block_start", "index": index, "content_block": block},
-                )
-            )
-            if index == 0:  # the API pings once, right after the first block starts
-                out.append(ping)
-
-        def delta(payload: dict[str, Any]) -> None:
-            out.append(
-                event(
-                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload}
-                )
-            )
-
-        if text:
-            start({"type": "text", "text": ""})
-            for piece in _pieces(text):
-                delta({"type": "text_delta", "text": piece})
-            out.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
-            index += 1
-        for cid, name, args in calls:
-            start({"type": "tool_use", "id": cid, "name": name, "input": {}})
-            for piece in ["", *_pieces(args)]:
-                delta({"type": "input_json_delta", "partial_json": piece})
-            out.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
-            index += 1
-        if index == 0:
-            out.append(ping)
-        out.append(
-            event(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": {"output_tokens": self.usage[1]},
-                },
-            )
-        )
-        out.append(event("message_stop", {"type": "message_stop"}))
-        return out
 
 
 def _json(data: dict[str, Any]) -> web.Response:
