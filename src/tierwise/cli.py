@@ -126,6 +126,26 @@ def check_config(path: Annotated[Path, typer.Argument(help="The config file to c
             )
     out.print(table)
     out.print(f"premium (baseline) tier: {cfg.premium_tier}; records: {cfg.store.resolved_path()}")
+    classifier = cfg.routing.classifier
+    if classifier.type == "learned":
+        from tierwise.policy.engine import LearnedStart
+
+        try:
+            learned = LearnedStart.from_config(cfg)
+        except ConfigError as exc:
+            err.print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        assert learned is not None
+        thresholds = ", ".join(
+            f"{t}>={v:g}" for t, v in zip(cfg.tier_names, learned.thresholds, strict=False)
+        )
+        out.print(
+            f"classifier: learned, {classifier.artifact} ({len(learned.router.vocabulary_):,} terms; "
+            f"trained for {', '.join(learned.router.models_)}); thresholds {thresholds}",
+            highlight=False,
+        )
+    else:
+        out.print("classifier: rules")
 
 
 def _tier_list(value: str) -> list[str]:
@@ -260,6 +280,35 @@ def bench(
         json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if decisions:
         write_jsonl(decisions, rows)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Routing eval set (JSONL) to learn from.")],
+    tiers: Annotated[str, typer.Option("--tiers", help="CHEAP,[MID,]PREMIUM models of the data.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the router artifact (.tw).")],
+    skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
+) -> None:
+    """Train the learned router on a routing eval set and save it for the proxy (routing.classifier)."""
+    from tierwise.classify.artifact import file_sha256, save_router
+    from tierwise.classify.learned import LearnedRouter
+    from tierwise.evals.metrics import OutcomeError, OutcomeTable
+
+    models = _tier_list(tiers)
+    records = _load_data(data, skip_invalid)
+    try:
+        table = OutcomeTable.from_records(records, models)
+    except OutcomeError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    router = LearnedRouter().fit(records, table)
+    extra = {"data": {"path": str(data), "sha256": file_sha256(data), "prompts": len(records)}}
+    save_router(router, output, extra=extra)
+    out.print(
+        f"trained on {len(records)} prompts ({len(router.vocabulary_):,} terms) for tiers "
+        f"{', '.join(models)}; wrote {output}",
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -196,7 +196,25 @@ def _default_task_tiers() -> dict[TaskType, str]:
     }  # fmt: skip
 
 
+class ClassifierConfig(_Strict):
+    """Which classifier picks the starting tier for ``tierwise/auto``."""
+
+    type: Literal["rules", "learned"] = "rules"
+    # learned: a router artifact from `tierwise train`, and the probability a tier needs to serve a request.
+    artifact: str | None = None
+    threshold: float = Field(0.5, ge=0, le=1)
+    # Per-tier thresholds, overriding ``threshold`` for the tiers they name.
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_artifact(self) -> ClassifierConfig:
+        if self.type == "learned" and not self.artifact:
+            raise ValueError("a learned classifier needs artifact: the file `tierwise train` wrote")
+        return self
+
+
 class RoutingConfig(_Strict):
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     default_tier: str = "cheap"
     # Starting tier for each task type the features detect.
     task_tiers: dict[TaskType, str] = Field(default_factory=_default_task_tiers)
@@ -292,6 +310,8 @@ class RouterConfig(_Strict):
                 check(f"routing.rules.{i}.{attr}", getattr(rule, attr))
         for user_tier, tier in r.user_tier_caps.items():
             check(f"routing.user_tier_caps.{user_tier}", tier)
+        for tier in r.classifier.thresholds:
+            check(f"routing.classifier.thresholds.{tier}", tier)
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -73,10 +73,15 @@ class RulesClassifier:
             return rule.max_tier
         return tier
 
-    def classify(self, request: ChatRequest, f: Features) -> TierChoice:
+    def classify(self, request: ChatRequest, f: Features, start: tuple[str, str] | None = None) -> TierChoice:
+        """The tier for ``request``. ``start`` (tier, reason) replaces the task type's tier as the starting
+        point, as a learned classifier's choice does; the rules that follow apply all the same."""
         routing = self.routing
-        tier = routing.task_tiers.get(f.task, routing.default_tier)  # type: ignore[call-overload]
-        reason = f"task={f.task}"
+        if start is not None:
+            tier, reason = start
+        else:
+            tier = routing.task_tiers.get(f.task, routing.default_tier)  # type: ignore[call-overload]
+            reason = f"task={f.task}"
         for domain in f.domains:
             floor = routing.domains[domain].min_tier
             if self._rank[floor] > self._rank[tier]:

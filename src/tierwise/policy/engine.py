@@ -12,13 +12,20 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from tierwise.classify.rules import RulesClassifier
 from tierwise.config import RouterConfig
-from tierwise.errors import AllAttemptsFailed, RequestError, UnknownModelError, UpstreamError, UpstreamTimeout
+from tierwise.errors import (
+    AllAttemptsFailed,
+    ConfigError,
+    RequestError,
+    UnknownModelError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from tierwise.features import Features, estimate_tokens
 from tierwise.messages import ChatRequest, ChatResponse, StreamAccumulator, StreamDelta, Usage
 from tierwise.policy.direct import PlannedModel, plan_from_tier
@@ -26,6 +33,9 @@ from tierwise.pricing import Pricing
 from tierwise.providers.base import Provider, ProviderResult, ProviderStream
 from tierwise.store import RecordSink
 from tierwise.store.records import Attempt, RecordStatus, RoutingRecord
+
+if TYPE_CHECKING:
+    from tierwise.classify.learned import LearnedRouter
 
 AUTO_MODELS = ("tierwise/auto", "auto")
 T = TypeVar("T")
@@ -63,6 +73,37 @@ class Route:
         }
 
 
+class LearnedStart:
+    """The learned classifier's starting tier: the cheapest tier whose P(it will do) reaches its threshold."""
+
+    def __init__(self, router: LearnedRouter, tiers: list[str], thresholds: list[float]) -> None:
+        self.router, self.tiers, self.thresholds = router, tiers, thresholds
+
+    @classmethod
+    def from_config(cls, config: RouterConfig) -> LearnedStart | None:
+        spec = config.routing.classifier
+        if spec.type != "learned" or spec.artifact is None:
+            return None
+        from tierwise.classify.artifact import load_router
+
+        router, meta = load_router(spec.artifact)
+        if len(router.tiers_) != len(config.tiers):
+            raise ConfigError(
+                f"routing.classifier.artifact: {spec.artifact} was trained for {len(router.tiers_)} tiers "
+                f"({', '.join(meta['models'])}), the config has {len(config.tiers)}"
+            )
+        tiers = config.tier_names
+        return cls(router, tiers, [spec.thresholds.get(t, spec.threshold) for t in tiers[:-1]])
+
+    def start(self, request: ChatRequest, features: Features) -> tuple[str, str]:
+        p = self.router.predict_request(request, features)
+        shown = ",".join(f"{t}:{v:.2f}" for t, v in zip(self.tiers, p, strict=False))
+        for tier, prob, threshold in zip(self.tiers, p, self.thresholds, strict=False):
+            if prob >= threshold:
+                return tier, f"learned:p({shown})>={threshold:g}"
+        return self.tiers[-1], f"learned:p({shown})<thresholds"
+
+
 @dataclass(slots=True)
 class _Opened:
     """A stream whose first event has arrived (or that ended before any)."""
@@ -95,6 +136,7 @@ class Engine:
         self.sink = sink
         self.pricing = pricing or Pricing(config)
         self.classifier = RulesClassifier(config)
+        self.learned = LearnedStart.from_config(config)
         self._sleep = sleep
         premium = config.tiers[config.premium_tier][0]
         self._baseline_model = premium
@@ -116,7 +158,8 @@ class Engine:
         requested = request.model
         retry = self.config.retry
         if requested in AUTO_MODELS:
-            choice = self.classifier.classify(request, features)
+            start = self.learned.start(request, features) if self.learned is not None else None
+            choice = self.classifier.classify(request, features, start)
             tier, reason, request_class = choice.tier, choice.reason, choice.request_class
         elif self.config.routing.allow_explicit_tier and requested.startswith("tierwise/"):
             tier = requested.removeprefix("tierwise/")
