@@ -69,7 +69,7 @@ def serve(
     bind_host = host or cfg.server.host
     bind_port = port if port is not None else cfg.server.port
     try:
-        application = create_app(cfg)
+        application = create_app(cfg, config_path=config)
     except ConfigError as exc:
         err.print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
@@ -163,10 +163,14 @@ def _load_data(path: Path, skip_invalid: bool) -> list[Any]:
         err.print(f"skipped: {message}", highlight=False)
 
     try:
-        return list(iter_records(path, skip_invalid=skip_invalid, on_skip=skipped))
+        records = list(iter_records(path, skip_invalid=skip_invalid, on_skip=skipped))
     except DatasetError as exc:
         err.print(f"[red]data error[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    if not records:
+        err.print(f"[red]data error[/red] {path}: no records to use", highlight=False)
+        raise typer.Exit(2)
+    return records
 
 
 @app.command("eval")
@@ -309,6 +313,81 @@ def train(
         f"{', '.join(models)}; wrote {output}",
         highlight=False,
     )
+
+
+@app.command()
+def calibrate(
+    data: Annotated[Path, typer.Option("--data", help="Routing eval set (JSONL) to calibrate on.")],
+    config: ConfigOption = None,
+    tiers: Annotated[
+        str | None,
+        typer.Option("--tiers", help="CHEAP,[MID,]PREMIUM models of the data (default: the artifact's)."),
+    ] = None,
+    target_quality: Annotated[
+        float | None, typer.Option(help="Reach this share of premium-only quality, at the lowest cost.")
+    ] = None,
+    max_cost_share: Annotated[
+        float | None, typer.Option(help="Spend at most this share of premium-only cost, at the best quality.")
+    ] = None,
+    budget_usd_per_1k: Annotated[
+        float | None, typer.Option(help="Spend at most this many dollars per 1,000 requests.")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for the out-of-fold scores.")] = 5,
+    write: Annotated[bool, typer.Option(help="Write the threshold into --config (comments kept).")] = False,
+    skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
+) -> None:
+    """Pick the learned router's threshold for a quality or cost target, cross-validated on the data."""
+    from tierwise.classify.calibrate import Target, write_threshold
+    from tierwise.classify.calibrate import calibrate as run_calibration
+    from tierwise.evals.metrics import OutcomeError, OutcomeTable
+
+    try:
+        target = Target(target_quality, max_cost_share, budget_usd_per_1k)
+    except ValueError as exc:
+        err.print(f"{exc} (--target-quality, --max-cost-share or --budget-usd-per-1k)", highlight=False)
+        raise typer.Exit(2) from None
+    if write and config is None:
+        err.print("--write needs --config: the router config to write the threshold into", highlight=False)
+        raise typer.Exit(2)
+    models = _tier_list(tiers) if tiers else None
+    if models is None and config is not None:
+        cfg = _load(config)
+        if cfg.routing.classifier.artifact:
+            from tierwise.classify.artifact import load_router
+
+            try:
+                models = list(load_router(cfg.routing.classifier.artifact)[0].models_)
+            except ConfigError as exc:
+                err.print(f"[red]config error[/red]\n{exc}", highlight=False)
+                raise typer.Exit(2) from None
+    if models is None:
+        err.print(
+            "name the tiers: --tiers CHEAP,[MID,]PREMIUM, or --config with a learned artifact",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    records = _load_data(data, skip_invalid)
+    try:
+        table = OutcomeTable.from_records(records, models)
+    except OutcomeError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    result = run_calibration(records, table, target, folds=folds)
+    threshold = min(result.threshold, 1.0)
+    out.print(
+        f"threshold {threshold:.4f}: quality {result.quality_vs_premium:.1%} of premium-only, cost "
+        f"{result.cost_vs_premium:.1%} of premium-only (${result.usd_per_1k:.4f} per 1k requests), "
+        f"tier mix {', '.join(f'{t} {v:.0%}' for t, v in result.point.tier_mix.items())} "
+        f"({folds}-fold out-of-fold on {len(records)} prompts)",
+        highlight=False,
+    )
+    if write and config is not None:
+        try:
+            write_threshold(config, threshold)
+        except ConfigError as exc:
+            err.print(f"[red]error[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        out.print(f"wrote routing.classifier.threshold = {threshold:.4f} to {config}", highlight=False)
 
 
 def main() -> None:

@@ -46,6 +46,8 @@ class AuthConfig(_Strict):
     # A header clients may set to say which user tier they are; null turns it off.
     user_tier_header: str | None = "x-tierwise-user-tier"
     default_user_tier: str | None = None
+    # The key admin endpoints (reload) require; without one they are off.
+    admin_key: SecretStr | None = None
 
 
 class OpenAIProviderConfig(_Strict):

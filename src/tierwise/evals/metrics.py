@@ -154,16 +154,17 @@ class Baselines:
 
 
 def frontier(curve: Sequence[Point], base: Baselines) -> list[tuple[float, float]]:
-    """(cost share, PGR) from cheap-only (0, 0) to premium-only (1, 1) along the curve, where PGR at each cost
-    is the best any point at that cost or less reaches: a deployer would never pick a dominated point."""
-    pts = sorted((base.cost_share(p), base.gap_recovered(p)) for p in curve)
+    """(cost share, PGR) from cheap-only (0, 0) to premium-only (1, 1) through the points that beat every
+    cheaper one. A dominated point is left out: a deployer would mix the better points around it instead,
+    which is what interpolating between the points that remain stands for."""
+    # By cost, and at equal cost the best first, so that a worse point at the same cost is never a node.
+    pts = sorted(((base.cost_share(p), base.gap_recovered(p)) for p in curve), key=lambda xy: (xy[0], -xy[1]))
     out = [(0.0, 0.0)]
     best = 0.0
     for x, y in pts:
-        if x < 0 or x > 1:
-            continue
-        best = max(best, y)
-        out.append((x, best))
+        if 0 <= x <= 1 and y > best:
+            best = y
+            out.append((x, y))
     out.append((1.0, max(best, 1.0)))
     return out
 

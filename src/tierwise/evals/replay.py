@@ -36,6 +36,7 @@ def config_for_tiers(models: Sequence[str]) -> RouterConfig:
     if len(models) != 3:
         # The default task and domain tiers name cheap/mid/premium; spread them over these tiers instead.
         data["routing"] = {
+            "default_tier": names[0],
             "task_tiers": {t: names[0] for t in ("classify", "extract", "rephrase", "summarize", "chat")}
             | {"code": names[len(names) // 2], "reasoning": names[len(names) // 2]},
             "domains": {},
@@ -128,14 +129,21 @@ def replay(
             start[i] = config.tier_names.index(rec.decision["tier"])
         if rec.status == "ok" and rec.model is not None:
             final[i] = tier_of[rec.model]
-            cost[i] = rec.cost_usd
+            # Each answered attempt at this prompt's own recorded cost (identical prompts in a set share one
+            # replayed answer, but not one cost).
+            cost[i] = sum(table.costs[i, tier_of[a.model]] for a in rec.attempts if a.status == "ok")
         else:
             # A prompt the router could not serve is charged the premium answer, as a user would fall back.
             cost[i] = table.costs[i, premium]
         classes.append(rec.request_class or "unclassified")
     ideal = ideal_tiers(table)
     for i, record in enumerate(records):
-        if record.ideal_tier is not None and record.ideal_tier in config.tiers:
+        if record.ideal_tier is not None:
+            if record.ideal_tier not in config.tiers:
+                raise ConfigError(
+                    f"record {record.id!r}: ideal_tier {record.ideal_tier!r} names no tier "
+                    f"(tiers are {', '.join(config.tier_names)})"
+                )
             ideal[i] = config.tier_names.index(record.ideal_tier)
     return Replayed(config, table, sink.records, start, final, cost, classes, ideal)
 

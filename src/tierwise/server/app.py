@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import hmac
 import itertools
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tierwise.config import RouterConfig
-from tierwise.errors import AllAttemptsFailed, AuthenticationError, RequestError, UpstreamError
+from tierwise.config import RouterConfig, load_config
+from tierwise.errors import AllAttemptsFailed, AuthenticationError, ConfigError, RequestError, UpstreamError
 from tierwise.messages import Usage
 from tierwise.policy.engine import Completion, Engine, RequestContext, StreamingCompletion
 from tierwise.providers import build_providers
@@ -39,16 +44,65 @@ def _fmt_cost(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.8f}"
 
 
-class Proxy:
-    """The proxy's state for one process: config, engine, store, and the key table."""
+# How long a replaced engine keeps its upstream connections open for the requests still using it.
+RETIRE_AFTER_S = 120.0
 
-    def __init__(self, config: RouterConfig, engine: Engine, store: SQLiteStore | None) -> None:
+
+class Proxy:
+    """The proxy's state for one process: config, engine, store, and the key table.
+
+    ``reload`` reads the config file again (and the router artifact it names) and swaps in a new engine
+    without a restart; requests already running finish on the engine they started on. The bind address and
+    the store stay as they were started.
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        engine: Engine,
+        store: SQLiteStore | None,
+        *,
+        config_path: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.config_path = config_path
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._apply(config, engine)
+
+    def _apply(self, config: RouterConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.store = store
         self._keys = {
             hashlib.sha256(k.key.get_secret_value().encode()).hexdigest(): k for k in config.auth.keys
         }
+
+    async def reload(self) -> RouterConfig:
+        """Load the config again and switch to it; a bad one raises ConfigError and the old one stays."""
+
+        def build() -> tuple[RouterConfig, Engine]:
+            config = load_config(self.config_path)
+            return config, Engine(config, build_providers(config), sink=self.store)
+
+        config, engine = await asyncio.to_thread(build)
+        old = self.engine
+        self._apply(config, engine)
+        task = asyncio.create_task(self._retire(old, RETIRE_AFTER_S))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return config
+
+    @staticmethod
+    async def _retire(engine: Engine, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            await engine.aclose()
+
+    async def aclose(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.engine.aclose()
 
     # ---- request context ----
 
@@ -233,6 +287,35 @@ class Proxy:
             headers={"x-tierwise-request-id": ctx.request_id},
         )
 
+    async def admin_reload(self, request: Request) -> Response:
+        """``POST /v1/tierwise/admin/reload`` with the admin key: reload the config and router artifact."""
+        admin = self.config.auth.admin_key
+        if admin is None:
+            body = wire.error_object(
+                "admin endpoints are off: set auth.admin_key in the config", type_="permission_error"
+            )
+            return Response(orjson.dumps(body), 403, media_type=_JSON)
+        bearer = request.headers.get("authorization", "")
+        token = request.headers.get("x-api-key") or (
+            bearer[7:].strip() if bearer[:7].lower() == "bearer " else ""
+        )
+        if not hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
+            body = wire.error_object("the admin key is required", type_="authentication_error")
+            return Response(orjson.dumps(body), 401, media_type=_JSON)
+        try:
+            config = await self.reload()
+        except ConfigError as exc:
+            body = wire.error_object(
+                f"reload failed, still serving the previous config: {exc}", type_="config_error"
+            )
+            return Response(orjson.dumps(body), 400, media_type=_JSON)
+        summary = {
+            "status": "reloaded",
+            "tiers": config.tiers,
+            "classifier": config.routing.classifier.model_dump(mode="json"),
+        }
+        return Response(orjson.dumps(summary), media_type=_JSON)
+
     async def models(self, request: Request) -> Response:
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "tierwise"}
@@ -251,9 +334,14 @@ class Proxy:
 
 
 def create_app(
-    config: RouterConfig, *, store: SQLiteStore | None = None, engine: Engine | None = None
+    config: RouterConfig,
+    *,
+    store: SQLiteStore | None = None,
+    engine: Engine | None = None,
+    config_path: Path | None = None,
 ) -> Starlette:
-    """The proxy as an ASGI app. Without ``store``, records go to the SQLite file the config names."""
+    """The proxy as an ASGI app. Without ``store``, records go to the SQLite file the config names.
+    ``config_path`` is what a reload (SIGHUP or the admin endpoint) reads; None: the embedded default."""
     if store is None:
         store = SQLiteStore(
             config.store.resolved_path(),
@@ -262,15 +350,35 @@ def create_app(
         )
     if engine is None:
         engine = Engine(config, build_providers(config), sink=store)
-    proxy = Proxy(config, engine, store)
+    proxy = Proxy(config, engine, store, config_path=config_path)
+
+    def on_sighup() -> None:
+        async def run() -> None:
+            try:
+                await proxy.reload()
+                print("tierwise: configuration reloaded", file=sys.stderr)
+            except ConfigError as exc:
+                print(f"tierwise: reload failed, still serving the previous config:\n{exc}", file=sys.stderr)
+
+        task = asyncio.ensure_future(run())
+        proxy._retiring.add(task)
+        task.add_done_callback(proxy._retiring.discard)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store.start()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+            hooked = True
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            hooked = False  # not the main thread (tests), or no SIGHUP on this platform
         try:
             yield
         finally:
-            await engine.aclose()
+            if hooked:
+                loop.remove_signal_handler(signal.SIGHUP)
+            await proxy.aclose()
             store.close()
 
     app = Starlette(
@@ -280,6 +388,7 @@ def create_app(
             Route("/v1/models", proxy.models, methods=["GET"]),
             Route("/healthz", proxy.healthz, methods=["GET"]),
             Route("/readyz", proxy.readyz, methods=["GET"]),
+            Route("/v1/tierwise/admin/reload", proxy.admin_reload, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -1,0 +1,101 @@
+"""Calibration: pick the learned router's threshold for a quality or cost target, on training data only.
+
+The scores used are out-of-fold (each prompt scored by a router trained without it), so the threshold is the
+one a router trained on all the data would need on prompts it has not seen. The chosen threshold can be
+written into a router config in place (comments and layout kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tierwise.classify.learned import LearnedRouter
+from tierwise.errors import ConfigError
+from tierwise.evals.dataset import EvalRecord
+from tierwise.evals.metrics import Baselines, OutcomeTable, Point
+from tierwise.evals.sweep import kfold_predict, sweep
+
+
+@dataclass(frozen=True)
+class Target:
+    """Exactly one of: a share of premium-only quality or cost, or a budget per 1,000 requests."""
+
+    quality: float | None = None
+    cost_share: float | None = None
+    usd_per_1k: float | None = None
+
+    def __post_init__(self) -> None:
+        if sum(v is not None for v in (self.quality, self.cost_share, self.usd_per_1k)) != 1:
+            raise ValueError("give exactly one target: quality, cost share or budget per 1k requests")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    point: Point
+    base: Baselines
+    n: int
+
+    @property
+    def quality_vs_premium(self) -> float:
+        return self.point.quality / self.base.premium.quality if self.base.premium.quality else 1.0
+
+    @property
+    def cost_vs_premium(self) -> float:
+        return self.point.cost_usd / self.base.premium.cost_usd if self.base.premium.cost_usd else 0.0
+
+    @property
+    def usd_per_1k(self) -> float:
+        return self.point.cost_usd / self.n * 1000 if self.n else 0.0
+
+
+def calibrate(
+    records: Sequence[EvalRecord],
+    table: OutcomeTable,
+    target: Target,
+    *,
+    make: type[LearnedRouter] = LearnedRouter,
+    folds: int = 5,
+) -> Calibration:
+    """The threshold that meets ``target`` at the lowest cost (quality target) or the highest quality (cost
+    targets), on out-of-fold scores. When nothing meets a cost target, the cheapest point is returned."""
+    scores = kfold_predict(make, records, table, folds=folds)
+    base = Baselines.of(table)
+    points = sweep(table, scores, n_points=201)
+    if target.quality is not None:
+        need = target.quality * base.premium.quality - 1e-12
+        ok = [(t, p) for t, p in points if p.quality >= need]
+        t, p = min(ok, key=lambda tp: tp[1].cost_usd) if ok else points[-1]
+    else:
+        limit = (
+            target.cost_share * base.premium.cost_usd
+            if target.cost_share is not None
+            else (target.usd_per_1k or 0.0) * table.n / 1000
+        )
+        ok = [(t, p) for t, p in points if p.cost_usd <= limit + 1e-12]
+        t, p = max(ok, key=lambda tp: tp[1].quality) if ok else min(points, key=lambda tp: tp[1].cost_usd)
+    return Calibration(t, p, base, table.n)
+
+
+def write_threshold(config_path: Path, threshold: float, artifact: str | None = None) -> None:
+    """Set routing.classifier.threshold (and type: learned, and the artifact if given) in a YAML config,
+    keeping its comments and layout."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    try:
+        data = yaml.load(config_path.read_text("utf-8"))
+    except (OSError, YAMLError) as exc:
+        raise ConfigError(f"{config_path}: cannot update it ({exc})") from None
+    routing = data.setdefault("routing", {})
+    classifier = routing.setdefault("classifier", {})
+    classifier["type"] = "learned"
+    if artifact is not None:
+        classifier["artifact"] = artifact
+    classifier["threshold"] = round(float(threshold), 4)
+    with config_path.open("w", encoding="utf-8") as handle:
+        yaml.dump(data, handle)
