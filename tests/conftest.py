@@ -21,10 +21,10 @@ from tierwise.testing.upstreams import FakeUpstream
 class RunningProxy:
     """The tierwise proxy served by uvicorn on a free loopback port."""
 
-    def __init__(self, config: RouterConfig, db_path: Path) -> None:
+    def __init__(self, config: RouterConfig, db_path: Path, config_path: Path | None = None) -> None:
         self.config = config
         self.store = SQLiteStore(db_path, flush_interval_s=0.02)
-        self.app = create_app(config, store=self.store)
+        self.app = create_app(config, store=self.store, config_path=config_path)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -112,8 +112,8 @@ def start_proxy(tmp_path: Path) -> Iterator[Any]:
     """Call with a RouterConfig; returns a RunningProxy that is stopped after the test."""
     running: list[RunningProxy] = []
 
-    def start(config: RouterConfig) -> RunningProxy:
-        proxy = RunningProxy(config, tmp_path / f"records-{len(running)}.db")
+    def start(config: RouterConfig, config_path: Path | None = None) -> RunningProxy:
+        proxy = RunningProxy(config, tmp_path / f"records-{len(running)}.db", config_path)
         running.append(proxy)
         return proxy
 

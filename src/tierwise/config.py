@@ -206,7 +206,7 @@ class ClassifierConfig(_Strict):
     artifact: str | None = None
     threshold: float = Field(0.5, ge=0, le=1)
     # Per-tier thresholds, overriding ``threshold`` for the tiers they name.
-    thresholds: dict[str, float] = Field(default_factory=dict)
+    thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _needs_artifact(self) -> ClassifierConfig:
@@ -215,8 +215,22 @@ class ClassifierConfig(_Strict):
         return self
 
 
+class LLMClassifierConfig(_Strict):
+    """A cheap model that classifies each ``tierwise/auto`` request (JSON answer) before routing."""
+
+    model: str  # a configured model, usually the cheap tier's
+    timeout_s: float = Field(2.0, gt=0)
+    # Below this confidence the request starts one tier higher.
+    confidence_threshold: float = Field(0.6, ge=0, le=1)
+    max_tokens: int = Field(120, gt=0)
+    max_input_chars: int = Field(4000, gt=100)
+    # Ask for JSON mode (response_format json_object); turn off for upstreams that reject it.
+    json_mode: bool = True
+
+
 class RoutingConfig(_Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    llm_classifier: LLMClassifierConfig | None = None
     default_tier: str = "cheap"
     # Starting tier for each task type the features detect.
     task_tiers: dict[TaskType, str] = Field(default_factory=_default_task_tiers)
@@ -314,6 +328,8 @@ class RouterConfig(_Strict):
             check(f"routing.user_tier_caps.{user_tier}", tier)
         for tier in r.classifier.thresholds:
             check(f"routing.classifier.thresholds.{tier}", tier)
+        if r.llm_classifier is not None and r.llm_classifier.model not in self.models:
+            problems.append(f"routing.llm_classifier.model: unknown model {r.llm_classifier.model!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -33,7 +33,13 @@ CODE = "Write a Python function that reverses a list"
 )
 def test_model_field(model: str, prompt: str, tier: str, reason: str, plan: list[str]) -> None:
     got = route(routing_config(), request(prompt, model=model))
-    assert got.to_dict() == {"tier": tier, "class": got.request_class, "reason": reason, "plan": plan}
+    assert got.to_dict() == {
+        "tier": tier,
+        "class": got.request_class,
+        "reason": reason,
+        "plan": plan,
+        "routing_cost_usd": 0.0,
+    }
 
 
 def test_explicit_tier_keeps_the_detected_class() -> None:

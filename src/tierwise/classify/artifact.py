@@ -63,13 +63,17 @@ def load_router(path: str | Path) -> tuple[LearnedRouter, dict[str, Any]]:
     p = Path(path).expanduser()
     try:
         archive = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{p}: cannot read the router artifact ({exc})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError(f"{p}: cannot read the router artifact ({exc or exc.__class__.__name__})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ConfigError(f"{p}: not a tierwise router artifact (a single array, not an archive)")
     with archive:
         try:
             meta = orjson.loads(archive["meta"].tobytes())
         except (KeyError, orjson.JSONDecodeError):
             raise ConfigError(f"{p}: not a tierwise router artifact (no metadata)") from None
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{p}: not a tierwise router artifact (its metadata is not an object)")
         if meta.get("format") != FORMAT:
             raise ConfigError(
                 f"{p}: router artifact format {meta.get('format')!r}, this tierwise reads {FORMAT!r}; "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from tierwise.classify.llm import LLMClassifier, LLMClassifierError
 from tierwise.classify.rules import RulesClassifier
 from tierwise.config import RouterConfig
 from tierwise.errors import (
@@ -63,6 +64,8 @@ class Route:
     reason: str
     features: Features
     plan: list[PlannedModel]
+    # What deciding cost (an LLM classifier's call); it counts in the request's cost.
+    routing_cost_usd: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class Route:
             "class": self.request_class,
             "reason": self.reason,
             "plan": [f"{p.tier}:{p.model}" for p in self.plan],
+            "routing_cost_usd": self.routing_cost_usd,
         }
 
 
@@ -137,9 +141,20 @@ class Engine:
         self.pricing = pricing or Pricing(config)
         self.classifier = RulesClassifier(config)
         self.learned = LearnedStart.from_config(config)
+        self.llm = self._llm_classifier()
         self._sleep = sleep
         premium = config.tiers[config.premium_tier][0]
         self._baseline_model = premium
+
+    def _llm_classifier(self) -> LLMClassifier | None:
+        spec = self.config.routing.llm_classifier
+        if spec is None:
+            return None
+        model = self.config.models[spec.model]
+        provider = self.providers[model.provider]
+        return LLMClassifier(
+            spec, provider, model.name or spec.model, lambda u: self.pricing.cost(spec.model, u)
+        )
 
     @property
     def model_names(self) -> list[str]:
@@ -152,13 +167,15 @@ class Engine:
 
     # ---- routing ----
 
-    def route(self, request: ChatRequest, ctx: RequestContext) -> Route:
-        """Decide the tier and the plan; raises RequestError for requests no model can take."""
+    def route(self, request: ChatRequest, ctx: RequestContext, start: tuple[str, str] | None = None) -> Route:
+        """Decide the tier and the plan; raises RequestError for requests no model can take. ``start`` (tier,
+        reason) is the LLM classifier's choice, when one was made."""
         features = self.classifier.features(request, ctx.user_tier)
         requested = request.model
         retry = self.config.retry
         if requested in AUTO_MODELS:
-            start = self.learned.start(request, features) if self.learned is not None else None
+            if start is None and self.learned is not None:
+                start = self.learned.start(request, features)
             choice = self.classifier.classify(request, features, start)
             tier, reason, request_class = choice.tier, choice.reason, choice.request_class
         elif self.config.routing.allow_explicit_tier and requested.startswith("tierwise/"):
@@ -176,6 +193,22 @@ class Engine:
         if moved_by is not None:
             reason += f";hard:{moved_by}"
         return Route(plan[0].tier, ctx.class_override or request_class, reason, features, plan)
+
+    async def decide(self, request: ChatRequest, ctx: RequestContext) -> Route:
+        """``route``, after asking the LLM classifier when one is configured and the request is routed. A
+        failed classifier call falls back to the other classifiers; what it cost is routing tax either way."""
+        if self.llm is None or request.model not in AUTO_MODELS:
+            return self.route(request, ctx)
+        try:
+            verdict = await self.llm.classify(request)
+        except LLMClassifierError as exc:
+            route = self.route(request, ctx)
+            route.reason = f"llm:fallback({exc.reason});{route.reason}"
+            route.routing_cost_usd = exc.cost_usd
+            return route
+        route = self.route(request, ctx, self.llm.start_tier(verdict, self.config.tier_names))
+        route.routing_cost_usd = verdict.cost_usd
+        return route
 
     # ---- calling ----
 
@@ -347,7 +380,8 @@ class Engine:
             error=error,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
-            cost_usd=sum(a.cost_usd for a in attempts),
+            cost_usd=route.routing_cost_usd + sum(a.cost_usd for a in attempts),
+            routing_cost_usd=route.routing_cost_usd,
             baseline_cost_usd=self.baseline_cost(usage),
             latency_ms=(time.perf_counter() - ctx.started) * 1000,
             stream=request.stream,

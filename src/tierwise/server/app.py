@@ -164,7 +164,7 @@ class Proxy:
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 requested = data["model"]
             chat, include_usage = wire.parse_request(data)
-            route = self.engine.route(chat, ctx)
+            route = await self.engine.decide(chat, ctx)
         except RequestError as exc:
             self.engine.record_rejected(ctx, exc, requested_model=requested)
             return self._error(exc, ctx)

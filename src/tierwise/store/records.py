@@ -54,6 +54,8 @@ class RoutingRecord:
     cost_usd: float = 0.0
     baseline_cost_usd: float | None = None
     latency_ms: float = 0.0
+    # The share of cost_usd spent deciding (an LLM classifier's call): the routing tax.
+    routing_cost_usd: float = 0.0
     stream: bool = False
     prompt: str | None = None
     response_id: str | None = None

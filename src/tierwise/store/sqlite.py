@@ -47,6 +47,11 @@ def _create_records(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX records_class_ts ON records (request_class, ts)")
 
 
+@migration
+def _routing_cost(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE records ADD COLUMN routing_cost_usd REAL NOT NULL DEFAULT 0")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
