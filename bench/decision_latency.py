@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from routing_quality import SETS, split_by_id
-
 from tierwise.classify.artifact import load_router, save_router
 from tierwise.classify.learned import LearnedRouter
 from tierwise.config import parse_config
