@@ -1,7 +1,8 @@
 """How long a routing decision takes in-process: features + learned classifier + rules + plan (Engine.route),
 and how long a router artifact takes to load.
 
-    .venv/bin/python bench/decision_latency.py [--data-dir ../shared/data] [--json bench/results/decision_latency.json]
+    .venv/bin/python bench/decision_latency.py [--data-dir ../shared/data]
+        [--json bench/results/decision_latency.json]
 
 For each shared set: train the learned router on half of it (split by id), save and load the artifact, then
 time Engine.route on every prompt of the other half through a config that uses the artifact.
