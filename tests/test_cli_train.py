@@ -161,9 +161,6 @@ def test_train_refuses_empty_data(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="cli.py train: -o in a missing folder ends in a FileNotFoundError traceback"
-)
 def test_train_output_folder_missing(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "models" / "router.tw"
     result = tierwise("train", "--data", data, "--tiers", TIERS, "-o", out)
@@ -259,9 +256,6 @@ def test_check_config_threshold_out_of_range(artifact: Path, tmp_path: Path) -> 
     assert "routing.classifier.threshold" in flat(result.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="config.py ClassifierConfig.thresholds: per-tier values are not range-checked"
-)
 def test_check_config_per_tier_threshold_out_of_range(artifact: Path, tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "range.yaml", {"type": "learned", "artifact": str(artifact), "thresholds": {"cheap": 1.5}}

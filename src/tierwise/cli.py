@@ -291,10 +291,13 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Routing eval set (JSONL) to learn from.")],
     tiers: Annotated[str, typer.Option("--tiers", help="CHEAP,[MID,]PREMIUM models of the data.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the router artifact (.tw).")],
+    folds: Annotated[
+        int, typer.Option(help="Folds for the out-of-fold metrics kept in the artifact (0: none).")
+    ] = 5,
     skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
 ) -> None:
     """Train the learned router on a routing eval set and save it for the proxy (routing.classifier)."""
-    from tierwise.classify.artifact import file_sha256, save_router
+    from tierwise.classify.artifact import file_sha256, out_of_fold_metrics, save_router
     from tierwise.classify.learned import LearnedRouter
     from tierwise.evals.metrics import OutcomeError, OutcomeTable
 
@@ -306,13 +309,24 @@ def train(
         err.print(f"[red]error[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     router = LearnedRouter().fit(records, table)
-    extra = {"data": {"path": str(data), "sha256": file_sha256(data), "prompts": len(records)}}
+    metrics = out_of_fold_metrics(records, table, folds=folds) if folds > 1 else {}
+    extra = {
+        "data": {"path": str(data), "sha256": file_sha256(data), "prompts": len(records)},
+        "metrics": metrics,
+    }
     save_router(router, output, extra=extra)
     out.print(
         f"trained on {len(records)} prompts ({len(router.vocabulary_):,} terms) for tiers "
         f"{', '.join(models)}; wrote {output}",
         highlight=False,
     )
+    if metrics:
+        auc = ", ".join(f"{t} {v:.3f}" for t, v in metrics["auc"].items())
+        out.print(
+            f"{folds}-fold out-of-fold: APGR {metrics['apgr']:.3f}, "
+            f"saving at Q95 {metrics['saving_at_q95']:.1%}, AUC per tier {auc}",
+            highlight=False,
+        )
 
 
 @app.command()

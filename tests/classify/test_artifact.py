@@ -68,9 +68,6 @@ def test_round_trip_keeps_the_learned_state(router: LearnedRouter, saved: Path) 
     assert loaded.coef_.dtype == np.float64 and loaded.idf_.dtype == np.float64
 
 
-@pytest.mark.xfail(
-    strict=True, reason="artifact.py save_router: min_examples is not among the saved hyperparameters"
-)
 def test_round_trip_keeps_every_hyperparameter(tmp_path: Path) -> None:
     records = synthetic_records(60, seed=1)
     fitted = LearnedRouter(min_df=1, max_terms=500, c=0.25, min_examples=5).fit(
@@ -123,7 +120,12 @@ def test_metadata(router: LearnedRouter, saved: Path) -> None:
     assert meta["tiers"] == ["cheap", "mid", "premium"]
     assert meta["models"] == list(MODELS)
     assert meta["dense_features"] == list(DENSE_FEATURES)
-    assert meta["hyperparameters"] == {"min_df": 2, "max_terms": 200_000, "c": 1.0}
+    assert {k: meta["hyperparameters"][k] for k in ("min_df", "max_terms", "c", "min_examples")} == {
+        "min_df": 2,
+        "max_terms": 200_000,
+        "c": 1.0,
+        "min_examples": 2,
+    }
     assert meta["data"] == {"prompts": 200}
     assert meta["note"] == "unit test"
 
@@ -244,26 +246,22 @@ def test_the_real_artifact_with_its_format_changed_is_refused(saved: Path, tmp_p
 BAD_FILE_BUGS = "artifact.py load_router: only OSError/ValueError/KeyError/JSONDecodeError become ConfigError"
 
 
-@pytest.mark.xfail(strict=True, reason=f"{BAD_FILE_BUGS}; an empty file raises EOFError")
 def test_empty_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.tw"
     empty.write_bytes(b"")
     check_error(empty)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{BAD_FILE_BUGS}; a .npy array raises TypeError (no context manager)")
 def test_single_npy_array(tmp_path: Path) -> None:
     path = tmp_path / "coef.npy"
     np.save(path, np.zeros(3))
     check_error(path)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{BAD_FILE_BUGS}; meta that is a JSON list raises AttributeError")
 def test_metadata_that_is_not_an_object(tmp_path: Path) -> None:
     check_error(write_archive(tmp_path / "list.tw", [FORMAT]))
 
 
-@pytest.mark.xfail(strict=True, reason=f"{BAD_FILE_BUGS}; right format, missing arrays/keys raise KeyError")
 def test_truncated_artifact(tmp_path: Path) -> None:
     meta = {"format": FORMAT, "dense_features": list(DENSE_FEATURES)}
     check_error(write_archive(tmp_path / "truncated.tw", meta))

@@ -134,7 +134,9 @@ def test_per_tier_thresholds_override_the_default(
         assert re.fullmatch(PROBS + ">=0", reason), reason
 
 
-def test_per_tier_threshold_for_mid_only(start_proxy: Any, openai_upstream: FakeUpstream, artifact: Path) -> None:
+def test_per_tier_threshold_for_mid_only(
+    start_proxy: Any, openai_upstream: FakeUpstream, artifact: Path
+) -> None:
     # Cheap at the learned 0.5, mid unreachable: easy prompts stay cheap, code goes premium.
     proxy = learned_proxy(start_proxy, openai_upstream, artifact, threshold=0.5, thresholds={"mid": 1.0})
     tier, _, reason = ask(proxy, EASY)
@@ -202,7 +204,7 @@ def test_streaming_carries_the_learned_reason(
         request_id = response.headers["x-tierwise-request-id"]
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert re.fullmatch(PROBS + ">=0.5", reason), reason
-    assert text == f"cheap-a says: {EASY}"
+    assert text == f"cheap-a says: {EASY[:60]}"
     record = proxy.record(request_id)
     assert record.reason == reason and record.stream
 

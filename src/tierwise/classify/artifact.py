@@ -8,7 +8,9 @@ one trained for other tiers than the config's, is an error that says which.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ import orjson
 from tierwise._version import __version__
 from tierwise.classify.learned import DENSE_FEATURES, LearnedRouter
 from tierwise.errors import ConfigError
+from tierwise.evals.dataset import EvalRecord
+from tierwise.evals.metrics import OutcomeTable
 
 FORMAT = "tierwise-router/1"
 
@@ -30,6 +34,51 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def out_of_fold_metrics(
+    records: Sequence[EvalRecord], table: OutcomeTable, *, folds: int = 5
+) -> dict[str, Any]:
+    """How well the router does on prompts it was not trained on: k-fold out-of-fold APGR, saving at Q95, and
+    per tier the ROC AUC of P(tier will do) against whether it did."""
+    from tierwise.evals.metrics import Baselines, apgr, saving_at_quality
+    from tierwise.evals.sweep import kfold_predict, sweep
+
+    scores = kfold_predict(LearnedRouter, records, table, folds=folds)
+    base = Baselines.of(table)
+    curve = [p for _, p in sweep(table, scores)]
+    labels = table.scores[:, :-1] >= table.scores[:, -1:] - 1e-9
+    return {
+        "folds": folds,
+        "apgr": apgr(curve, base),
+        "saving_at_q95": saving_at_quality(curve, base, 0.95),
+        "auc": {t: _auc(labels[:, j], scores[:, j]) for j, t in enumerate(table.tiers[:-1])},
+    }
+
+
+def _auc(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> float:
+    """ROC AUC by ranks (ties averaged); 0.5 when one class is missing."""
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return 0.5
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def hyperparameters(router: LearnedRouter) -> dict[str, Any]:
+    """The constructor arguments of ``router`` (scikit-learn's get_params, for our estimator)."""
+    names = [n for n in inspect.signature(LearnedRouter.__init__).parameters if n != "self"]
+    return {name: getattr(router, name) for name in names}
+
+
 def save_router(router: LearnedRouter, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``router`` (fitted) to ``path``; ``extra`` adds to the metadata (data hash, metrics...)."""
     meta = {
@@ -39,11 +88,12 @@ def save_router(router: LearnedRouter, path: str | Path, *, extra: dict[str, Any
         "tiers": list(router.tiers_),
         "models": list(router.models_),
         "dense_features": list(DENSE_FEATURES),
-        "hyperparameters": {"min_df": router.min_df, "max_terms": router.max_terms, "c": router.c},
+        "hyperparameters": hyperparameters(router),
         **(extra or {}),
     }
     vocabulary = sorted(router.vocabulary_, key=router.vocabulary_.__getitem__)
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as handle:
         np.savez_compressed(
             handle,
@@ -83,15 +133,17 @@ def load_router(path: str | Path) -> tuple[LearnedRouter, dict[str, Any]]:
             raise ConfigError(
                 f"{p}: trained on other request features than this tierwise computes; retrain it"
             )
-        hyper = meta["hyperparameters"]
-        router = LearnedRouter(min_df=hyper["min_df"], max_terms=hyper["max_terms"], c=hyper["c"])
-        vocabulary = orjson.loads(archive["vocabulary"].tobytes())
-        router.vocabulary_ = {t: i for i, t in enumerate(vocabulary)}
-        router.idf_ = archive["idf"].astype(np.float64)
-        router.coef_ = archive["coef"].astype(np.float64)
-        router.intercept_ = archive["intercept"]
-        router.dense_mean_ = archive["dense_mean"]
-        router.dense_scale_ = archive["dense_scale"]
-        router.tiers_ = tuple(meta["tiers"])
-        router.models_ = tuple(meta["models"])
+        try:
+            router = LearnedRouter(**meta["hyperparameters"])
+            vocabulary = orjson.loads(archive["vocabulary"].tobytes())
+            router.vocabulary_ = {t: i for i, t in enumerate(vocabulary)}
+            router.idf_ = archive["idf"].astype(np.float64)
+            router.coef_ = archive["coef"].astype(np.float64)
+            router.intercept_ = archive["intercept"]
+            router.dense_mean_ = archive["dense_mean"]
+            router.dense_scale_ = archive["dense_scale"]
+            router.tiers_ = tuple(meta["tiers"])
+            router.models_ = tuple(meta["models"])
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(f"{p}: the router artifact is incomplete or damaged ({exc!r})") from None
     return router, meta

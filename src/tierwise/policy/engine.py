@@ -100,7 +100,8 @@ class LearnedStart:
         return cls(router, tiers, [spec.thresholds.get(t, spec.threshold) for t in tiers[:-1]])
 
     def start(self, request: ChatRequest, features: Features) -> tuple[str, str]:
-        p = self.router.predict_request(request, features)
+        # The router computes its own features, exactly as in training: the config's keyword sets may differ.
+        p = self.router.predict_request(request)
         shown = ",".join(f"{t}:{v:.2f}" for t, v in zip(self.tiers, p, strict=False))
         for tier, prob, threshold in zip(self.tiers, p, self.thresholds, strict=False):
             if prob >= threshold:
