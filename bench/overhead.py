@@ -68,14 +68,31 @@ def start_upstream() -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
-def start_proxy(upstream_port: int, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def train_artifact(data: Path, workdir: Path) -> Path:
+    """A learned router trained on a shared routing eval set (its three suggested tiers)."""
+    from tierwise.classify.artifact import save_router
+    from tierwise.classify.learned import LearnedRouter
+    from tierwise.evals.dataset import load_records
+    from tierwise.evals.metrics import OutcomeTable
+
+    models = ["gemma-2-9b-it", "qwen2.5-7b-instruct", "llama-3.1-nemotron-51b-instruct"]
+    records = load_records(data)
+    router = LearnedRouter().fit(records, OutcomeTable.from_records(records, models))
+    return save_router(router, workdir / "router.tw")
+
+
+def start_proxy(
+    upstream_port: int, port: int, workdir: Path, artifact: Path | None = None
+) -> subprocess.Popen[bytes]:
     price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
-    config = {
+    config: dict[str, Any] = {
         "providers": {"up": {"type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},
         "models": {name: {"provider": "up", "price": price} for name in ("cheap-a", "mid-a", "premium-a")},
         "tiers": {"cheap": ["cheap-a"], "mid": ["mid-a"], "premium": ["premium-a"]},
         "store": {"path": str(workdir / "records.db")},
     }
+    if artifact is not None:
+        config["routing"] = {"classifier": {"type": "learned", "artifact": str(artifact), "threshold": 0.8}}
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
@@ -181,12 +198,20 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--router", choices=("rules", "learned"), default="rules")
+    parser.add_argument(
+        "--train-data",
+        type=Path,
+        default=Path(__file__).parents[2] / "shared" / "data" / "llmrouter-train.jsonl",
+        help="for --router learned: the set the router is trained on",
+    )
     args = parser.parse_args()
 
     proxy_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         upstream, up_port = start_upstream()
-        proxy = start_proxy(up_port, proxy_port, Path(tmp))
+        artifact = train_artifact(args.train_data, Path(tmp)) if args.router == "learned" else None
+        proxy = start_proxy(up_port, proxy_port, Path(tmp), artifact)
         try:
             direct_lat = summary(sequential(up_port, "/v1/chat/completions", BODY_DIRECT, args.requests))
             proxy_lat = summary(sequential(proxy_port, "/v1/chat/completions", BODY_AUTO, args.requests))
@@ -205,6 +230,7 @@ def main() -> None:
 
     result = {
         "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()},
+        "router": args.router,
         "requests": args.requests,
         "concurrency": args.concurrency,
         "duration_s": args.duration,
