@@ -228,7 +228,68 @@ class LLMClassifierConfig(_Strict):
     json_mode: bool = True
 
 
+GateType = Literal[
+    "not_empty", "not_truncated", "no_refusal", "json", "json_schema", "tool_arguments", "code_parses",
+    "regex", "length",
+]  # fmt: skip
+DEFAULT_GATES = (
+    "not_empty",
+    "not_truncated",
+    "no_refusal",
+    "json",
+    "json_schema",
+    "tool_arguments",
+    "code_parses",
+)
+DEFAULT_HINT = (
+    "An earlier draft answer to this conversation did not pass review ({reasons}). Use it as context: keep "
+    "what is right, fix what is wrong, and answer the user's request in full yourself. Do not mention the "
+    "draft or the review.\n{drafts}"
+)
+
+
+class GateSpec(_Strict):
+    """One gate of a cascade; a bare name stands for ``{type: name}``."""
+
+    type: GateType
+    must_match: str | None = None
+    must_not_match: str | None = None
+    min_chars: int | None = Field(None, ge=0)
+    max_chars: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _patterns(self) -> GateSpec:
+        for attr in ("must_match", "must_not_match"):
+            pattern = getattr(self, attr)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{attr}: not a valid regular expression ({exc})") from None
+        return self
+
+
+class CascadeConfig(_Strict):
+    """Try a tier, let the gates judge its answer, escalate with a hint when they fail."""
+
+    # Where to start: "cheapest", "classifier" (the tier the classifier picks), or a tier name.
+    start: str = "cheapest"
+    gates: list[GateSpec] = Field(default_factory=lambda: [GateSpec(type=t) for t in DEFAULT_GATES])
+    max_escalations: int = Field(2, ge=0)
+    # No escalation once a request has spent this much (US dollars).
+    max_cost_usd: float | None = Field(None, gt=0)
+    hints: bool = True
+    hint_template: str = DEFAULT_HINT
+
+
 class RoutingConfig(_Strict):
+    policy: Literal["direct", "cascade"] = "direct"
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     llm_classifier: LLMClassifierConfig | None = None
     default_tier: str = "cheap"
@@ -328,6 +389,8 @@ class RouterConfig(_Strict):
             check(f"routing.user_tier_caps.{user_tier}", tier)
         for tier in r.classifier.thresholds:
             check(f"routing.classifier.thresholds.{tier}", tier)
+        if r.cascade.start not in ("cheapest", "classifier"):
+            check("routing.cascade.start", r.cascade.start)
         if r.llm_classifier is not None and r.llm_classifier.model not in self.models:
             problems.append(f"routing.llm_classifier.model: unknown model {r.llm_classifier.model!r}")
         if problems:

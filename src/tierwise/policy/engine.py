@@ -28,7 +28,9 @@ from tierwise.errors import (
     UpstreamTimeout,
 )
 from tierwise.features import Features, estimate_tokens
+from tierwise.gates import build_gates
 from tierwise.messages import ChatRequest, ChatResponse, StreamAccumulator, StreamDelta, Usage
+from tierwise.policy.cascade import run_cascade
 from tierwise.policy.direct import PlannedModel, plan_from_tier
 from tierwise.pricing import Pricing
 from tierwise.providers.base import Provider, ProviderResult, ProviderStream
@@ -64,17 +66,24 @@ class Route:
     reason: str
     features: Features
     plan: list[PlannedModel]
-    # What deciding cost (an LLM classifier's call); it counts in the request's cost.
+    # What deciding and judging cost (an LLM classifier's call, paid gates); it counts in the request's cost.
     routing_cost_usd: float = 0.0
+    policy: str = "direct"
+    # A cascade's steps, e.g. ["cheap(fail:json)", "mid(pass)"].
+    path: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "tier": self.tier,
             "class": self.request_class,
             "reason": self.reason,
             "plan": [f"{p.tier}:{p.model}" for p in self.plan],
             "routing_cost_usd": self.routing_cost_usd,
         }
+        if self.policy != "direct":
+            out["policy"] = self.policy
+            out["path"] = self.path
+        return out
 
 
 class LearnedStart:
@@ -143,6 +152,7 @@ class Engine:
         self.classifier = RulesClassifier(config)
         self.learned = LearnedStart.from_config(config)
         self.llm = self._llm_classifier()
+        self.gates = build_gates(config.routing.cascade.gates)
         self._sleep = sleep
         premium = config.tiers[config.premium_tier][0]
         self._baseline_model = premium
@@ -190,10 +200,43 @@ class Engine:
             return Route(tier, ctx.class_override or features.task, "explicit:model", features, plan)
         else:
             raise UnknownModelError(requested, self.model_names)
+        if requested in AUTO_MODELS and self.config.routing.policy == "cascade":
+            return self._cascade_route(tier, reason, request_class, features, ctx, forced=choice.forced)
         plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=retry.fallback_up)
         if moved_by is not None:
             reason += f";hard:{moved_by}"
         return Route(plan[0].tier, ctx.class_override or request_class, reason, features, plan)
+
+    def _cascade_route(
+        self,
+        tier: str,
+        reason: str,
+        request_class: str,
+        features: Features,
+        ctx: RequestContext,
+        *,
+        forced: bool,
+    ) -> Route:
+        """The cascade's route: from its start tier (the classifier's, where the blacklist forced it) up to
+        premium, or to the user tier's cap."""
+        spec = self.config.routing.cascade
+        tiers = self.config.tier_names
+        if not forced and spec.start == "cheapest":
+            tier, reason = tiers[0], "cascade:cheapest"
+        elif not forced and spec.start != "classifier":
+            tier, reason = spec.start, f"cascade:{spec.start}"
+        else:
+            reason = f"cascade:{reason}"
+        plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=True)
+        cap = self.config.routing.user_tier_caps.get(ctx.user_tier or "")
+        if cap is not None and not forced:
+            allowed = tiers[: tiers.index(cap) + 1]
+            plan = [p for p in plan if p.tier in allowed] or plan[:1]
+        if moved_by is not None:
+            reason += f";hard:{moved_by}"
+        return Route(
+            plan[0].tier, ctx.class_override or request_class, reason, features, plan, policy="cascade"
+        )
 
     async def decide(self, request: ChatRequest, ctx: RequestContext) -> Route:
         """``route``, after asking the LLM classifier when one is configured and the request is routed. A
@@ -212,6 +255,12 @@ class Engine:
         return route
 
     # ---- calling ----
+
+    def _settle(self, attempt: Attempt, planned: PlannedModel, result: ProviderResult) -> None:
+        """Put an answered attempt's tokens and cost on its record."""
+        usage = result.response.usage
+        attempt.input_tokens, attempt.output_tokens = usage.input_tokens, usage.output_tokens
+        attempt.cost_usd = self._attempt_cost(planned.model, usage, result.cost_usd)
 
     def _attempt_cost(self, model: str, usage: Usage, known: float | None) -> float:
         if known is not None:
@@ -284,7 +333,12 @@ class Engine:
             return await provider.complete(request, model, timeout=timeout)
 
         try:
-            planned, result = await self._with_retries(route, attempts, call)
+            if route.policy == "cascade":
+                spec = self.config.routing.cascade
+                planned, result = await run_cascade(self, request, route, attempts, self.gates, spec)
+            else:
+                planned, result = await self._with_retries(route, attempts, call)
+                self._settle(attempts[-1], planned, result)
         except AllAttemptsFailed as exc:
             self._submit(self._record(request, ctx, route, attempts, "error", 502, error=str(exc)))
             raise
@@ -294,9 +348,6 @@ class Engine:
             )
             raise
         response = result.response
-        last = attempts[-1]
-        last.input_tokens, last.output_tokens = response.usage.input_tokens, response.usage.output_tokens
-        last.cost_usd = self._attempt_cost(planned.model, response.usage, result.cost_usd)
         record = self._record(request, ctx, route, attempts, "ok", 200, response=response, planned=planned)
         self._submit(record)
         return Completion(response, route, record, result.meta)
@@ -310,19 +361,24 @@ class Engine:
         attempts: list[Attempt] = []
 
         async def call(provider: Provider, model: str, timeout: float) -> _Opened:
-            opened = await provider.stream(request, model, timeout=timeout)
-            iterator = aiter(opened)
-            try:
-                first = await anext(iterator)
-            except StopAsyncIteration:
-                first = None
-            except BaseException:
-                await opened.aclose()
-                raise
-            return _Opened(opened, iterator, first)
+            return await _open(provider.stream(request, model, timeout=timeout))
 
         try:
-            planned, opened = await self._with_retries(route, attempts, call)
+            if route.policy == "cascade":
+                spec = self.config.routing.cascade
+
+                def open_last(req: ChatRequest) -> Callable[[Provider, str, float], Awaitable[_Opened]]:
+                    async def opener(provider: Provider, model: str, timeout: float) -> _Opened:
+                        return await _open(provider.stream(req, model, timeout=timeout))
+
+                    return opener
+
+                planned, got = await run_cascade(
+                    self, request, route, attempts, self.gates, spec, open_last=open_last
+                )
+                opened = got if isinstance(got, _Opened) else await _open(_ready(got))
+            else:
+                planned, opened = await self._with_retries(route, attempts, call)
         except AllAttemptsFailed as exc:
             self._submit(self._record(request, ctx, route, attempts, "error", 502, error=str(exc)))
             raise
@@ -419,6 +475,24 @@ class Engine:
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
+
+
+async def _open(starting: Awaitable[ProviderStream]) -> _Opened:
+    """Open a stream and wait for its first event, so that failures before it can still be retried."""
+    opened = await starting
+    iterator = aiter(opened)
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await opened.aclose()
+        raise
+    return _Opened(opened, iterator, first)
+
+
+async def _ready(stream: ProviderStream) -> ProviderStream:
+    return stream
 
 
 def _as_upstream_error(exc: Exception, timeout: float) -> UpstreamError:

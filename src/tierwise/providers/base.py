@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from tierwise.messages import ChatRequest, ChatResponse, StreamDelta
+from tierwise.messages import ChatRequest, ChatResponse, StreamDelta, ToolCallDelta
 
 
 @dataclass(slots=True)
@@ -34,6 +34,28 @@ class ProviderStream(ABC):
 
     async def aclose(self) -> None:
         return None
+
+
+class BufferedStream(ProviderStream):
+    """A complete answer replayed as a stream: text in small pieces, tool calls whole, then finish and usage.
+    Used for recorded answers and for a cascade's junior answer that passed its gates."""
+
+    def __init__(self, result: ProviderResult, chunk_chars: int = 24) -> None:
+        self.meta = result.meta
+        self.cost_usd = result.cost_usd
+        self._response = result.response
+        self._chunk = chunk_chars
+
+    async def __aiter__(self) -> AsyncIterator[StreamDelta]:
+        text = self._response.content or ""
+        for start in range(0, len(text), self._chunk):
+            yield StreamDelta(content=text[start : start + self._chunk])
+        if self._response.tool_calls:
+            calls = self._response.tool_calls
+            yield StreamDelta(
+                tool_calls=[ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(calls)]
+            )
+        yield StreamDelta(finish_reason=self._response.finish_reason, usage=self._response.usage)
 
 
 class Provider(ABC):

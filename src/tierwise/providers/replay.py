@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,8 +25,8 @@ from tierwise.config import ReplayProviderConfig
 from tierwise.errors import ConfigError, UpstreamError
 from tierwise.evals.dataset import DatasetError, EvalRecord, load_records
 from tierwise.features import estimate_input_tokens, estimate_tokens
-from tierwise.messages import ChatRequest, ChatResponse, Message, StreamDelta, Usage
-from tierwise.providers.base import Provider, ProviderResult, ProviderStream
+from tierwise.messages import ChatRequest, ChatResponse, Message, Usage
+from tierwise.providers.base import BufferedStream, Provider, ProviderResult, ProviderStream
 
 _WORD = re.compile(r"\w+")
 
@@ -133,20 +133,6 @@ def load_replay_set(spec: str) -> list[EvalRecord]:
         raise ConfigError(f"replay data: {exc}") from None
 
 
-class _ReplayStream(ProviderStream):
-    def __init__(self, result: ProviderResult, chunk_chars: int = 24) -> None:
-        self.meta = result.meta
-        self.cost_usd = result.cost_usd
-        self._response = result.response
-        self._chunk = chunk_chars
-
-    async def __aiter__(self) -> AsyncIterator[StreamDelta]:
-        text = self._response.content or ""
-        for start in range(0, len(text), self._chunk):
-            yield StreamDelta(content=text[start : start + self._chunk])
-        yield StreamDelta(finish_reason=self._response.finish_reason, usage=self._response.usage)
-
-
 class ReplayProvider(Provider):
     def __init__(self, name: str, config: ReplayProviderConfig, index: ReplayIndex | None = None) -> None:
         super().__init__(name)
@@ -193,4 +179,4 @@ class ReplayProvider(Provider):
     async def stream(self, request: ChatRequest, model: str, *, timeout: float) -> ProviderStream:
         if self._latency:
             await asyncio.sleep(self._latency)
-        return _ReplayStream(self._answer(request, model))
+        return BufferedStream(self._answer(request, model))

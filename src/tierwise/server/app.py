@@ -211,6 +211,8 @@ class Proxy:
         }
         if estimated:
             headers["x-tierwise-cost-estimated"] = "true"
+        if route.policy == "cascade":
+            headers["x-tierwise-path"] = "->".join(route.path)
         for key, value in done.meta.items():
             headers[f"x-tierwise-{key}"] = value
         return headers

@@ -24,6 +24,8 @@ class Attempt:
     output_tokens: int = 0
     cost_usd: float = 0.0
     retry: int = 0
+    # The gates' verdicts on this attempt's answer, in a cascade.
+    gates: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,115 @@
+"""The cascade policy: the cheapest tier tries first, the gates judge its answer, and a failing answer
+escalates to the next tier with the junior answer (and why it failed) as a hint.
+
+    cheap ──► gates ──pass──► answer
+                 └─fail──► mid (+ hint: cheap's draft) ──► gates ──fail──► premium (+ both drafts)
+
+Every tier tried leaves its attempts in the record, each answered attempt with its gates' verdicts; the path
+(``cheap(fail:json)->mid(pass)``) goes into the record's decision and the ``x-tierwise-path`` header. The
+last tier's answer stands whatever its gates say. A tier whose models all fail upstream escalates too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from tierwise.config import CascadeConfig
+from tierwise.errors import AllAttemptsFailed
+from tierwise.gates import Gate, GateVerdict
+from tierwise.messages import ChatRequest, Message
+from tierwise.policy.direct import PlannedModel
+from tierwise.providers.base import BufferedStream, Provider, ProviderResult
+from tierwise.store.records import Attempt
+
+if TYPE_CHECKING:
+    from tierwise.policy.engine import Engine, Route
+
+
+def with_hint(request: ChatRequest, drafts: list[tuple[str, str, list[str]]], template: str) -> ChatRequest:
+    """``request`` with the juniors' drafts added to its system prompt (never shown to the client).
+    ``drafts``: (tier, answer, reasons it failed), oldest first."""
+    reasons = "; ".join(f"{tier}: {', '.join(why)}" for tier, _, why in drafts)
+    blocks = "\n".join(f'<draft tier="{tier}">\n{answer}\n</draft>' for tier, answer, _ in drafts)
+    hint = template.format(reasons=reasons, drafts=blocks)
+    messages = list(request.messages)
+    if messages and messages[0].role in ("system", "developer") and isinstance(messages[0].content, str):
+        messages[0] = dataclasses.replace(messages[0], content=f"{messages[0].content}\n\n{hint}")
+    else:
+        messages.insert(0, Message(role="system", content=hint))
+    return dataclasses.replace(request, messages=messages)
+
+
+def _tiers_of(plan: list[PlannedModel]) -> dict[str, list[PlannedModel]]:
+    out: dict[str, list[PlannedModel]] = {}
+    for planned in plan:
+        out.setdefault(planned.tier, []).append(planned)
+    return out
+
+
+async def judge(gates: list[Gate], request: ChatRequest, result: ProviderResult) -> list[GateVerdict]:
+    return [await gate.check(request, result.response) for gate in gates]
+
+
+async def run_cascade(
+    engine: Engine,
+    request: ChatRequest,
+    route: Route,
+    attempts: list[Attempt],
+    gates: list[Gate],
+    spec: CascadeConfig,
+    *,
+    open_last: Callable[[ChatRequest], Callable[[Provider, str, float], Awaitable[Any]]] | None = None,
+) -> tuple[PlannedModel, Any]:
+    """Run the cascade over ``route.plan``. Returns the answering model and its ProviderResult or, when
+    ``open_last`` is given (streaming), what ``open_last(request)`` opens: the last tier is then streamed
+    live, and a junior answer that passes is replayed as a stream."""
+    by_tier = _tiers_of(route.plan)
+    tiers = list(by_tier)
+    drafts: list[tuple[str, str, list[str]]] = []
+    current = request
+    escalations = 0
+    for i, tier in enumerate(tiers):
+        spent = route.routing_cost_usd + sum(a.cost_usd for a in attempts)
+        final = (
+            i == len(tiers) - 1
+            or escalations >= spec.max_escalations
+            or (spec.max_cost_usd is not None and spent >= spec.max_cost_usd)
+        )
+        sub = dataclasses.replace(route, plan=by_tier[tier])
+        if final and open_last is not None:
+            planned, opened = await engine._with_retries(sub, attempts, open_last(current))
+            route.path.append(f"{tier}(final)")
+            return planned, opened
+
+        async def call(
+            provider: Provider, model: str, timeout: float, req: ChatRequest = current
+        ) -> ProviderResult:
+            return await provider.complete(req, model, timeout=timeout)
+
+        try:
+            planned, result = await engine._with_retries(sub, attempts, call)
+        except AllAttemptsFailed:
+            route.path.append(f"{tier}(error)")
+            if final:
+                raise
+            escalations += 1
+            continue
+        engine._settle(attempts[-1], planned, result)
+        verdicts = await judge(gates, request, result)
+        attempts[-1].gates = [v.to_dict() for v in verdicts]
+        route.routing_cost_usd += sum(v.cost_usd for v in verdicts)
+        failed = [v.gate for v in verdicts if not v.passed]
+        if not failed or final:
+            route.path.append(f"{tier}(pass)" if not failed else f"{tier}(fail:{','.join(failed)};final)")
+            if open_last is not None:
+                return planned, BufferedStream(result)
+            return planned, result
+        route.path.append(f"{tier}(fail:{','.join(failed)})")
+        drafts.append(
+            (tier, result.response.content or "", [f"{v.gate}: {v.reason}" for v in verdicts if not v.passed])
+        )
+        current = with_hint(request, drafts, spec.hint_template) if spec.hints else request
+        escalations += 1
+    raise AllAttemptsFailed(attempts)
