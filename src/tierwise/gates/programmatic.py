@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,9 @@ Check = Callable[[ChatRequest, ChatResponse], tuple[bool | None, str]]
 
 _REFUSAL = re.compile(
     r"^\s*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e)?[,.]?\s*(?:but\s+)?(?:as an AI[^.]*,\s*)?"
-    r"I (?:can't|cannot|can not|won't|am unable to|'m unable to|am not able to) "
-    r"(?:help|assist|comply|provide|do that|fulfil|fulfill|answer)",
+    r"I(?: can't| cannot| can not| won't| will not|'m unable to| am unable to|'m not able to"
+    r"| am not able to) "
+    r"(?:help(?!\s+but\b)|assist|comply|provide|do that|fulfil|fulfill|answer)",
     re.IGNORECASE,
 )
 _FENCE = re.compile(r"```([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -66,7 +68,8 @@ def not_truncated(request: ChatRequest, response: ChatResponse) -> tuple[bool | 
 
 
 def no_refusal(request: ChatRequest, response: ChatResponse) -> tuple[bool | None, str]:
-    if _REFUSAL.match(_text(response)[:300]):
+    opening = _text(response)[:300].replace("\u2019", "'")  # typographic apostrophes, as models often write
+    if _REFUSAL.match(opening):
         return False, "the answer is a refusal"
     return True, "no refusal"
 
@@ -98,10 +101,13 @@ def _schema_error(schema: dict[str, Any], data: Any) -> str | None:
     import jsonschema
 
     try:
-        validator = jsonschema.validators.validator_for(schema)(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        error = jsonschema.exceptions.best_match(cls(schema).iter_errors(data))
     except jsonschema.exceptions.SchemaError as exc:
         return f"the schema itself is invalid ({exc.message})"
+    except (jsonschema.exceptions.UnknownType, TypeError, ValueError) as exc:
+        return f"the schema itself is invalid ({exc.__class__.__name__}: {exc})"
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -134,9 +140,13 @@ def code_parses(request: ChatRequest, response: ChatResponse) -> tuple[bool | No
         return None, "no Python code blocks"
     for i, body in enumerate(python):
         try:
-            ast.parse(body)
-        except SyntaxError as exc:
-            return False, f"Python block {i + 1} does not parse (line {exc.lineno}: {exc.msg})"
+            with warnings.catch_warnings():
+                # Warnings (an invalid escape in a string) are not syntax errors, whatever the filters.
+                warnings.simplefilter("ignore")
+                ast.parse(body)
+        except (SyntaxError, ValueError) as exc:
+            line = getattr(exc, "lineno", None)
+            return False, f"Python block {i + 1} does not parse ({f'line {line}: ' if line else ''}{exc})"
     return True, f"{len(python)} Python block(s) parse"
 
 
