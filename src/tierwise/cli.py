@@ -329,6 +329,38 @@ def train(
         )
 
 
+@app.command("train-gate")
+def train_gate(
+    data: Annotated[
+        Path, typer.Option("--data", help="Routing eval set (JSONL) that kept the models' answers.")
+    ],
+    tiers: Annotated[str, typer.Option("--tiers", help="CHEAP,[MID,]PREMIUM models of the data.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the gate artifact (.twg).")],
+    skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
+) -> None:
+    """Train the learned gate (P(an answer is as good as premium's)) for a cascade's `learned` gate."""
+    from tierwise.classify.artifact import file_sha256
+    from tierwise.evals.metrics import OutcomeError, OutcomeTable
+    from tierwise.gates.learned import AnswerScorer
+
+    models = _tier_list(tiers)
+    records = _load_data(data, skip_invalid)
+    try:
+        table = OutcomeTable.from_records(records, models)
+        scorer = AnswerScorer().fit(records, table)
+    except (OutcomeError, ValueError) as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    scorer.save(
+        output, extra={"data": {"path": str(data), "sha256": file_sha256(data), "prompts": len(records)}}
+    )
+    out.print(
+        f"trained the answer gate on {len(records)} prompts' answers ({len(scorer.vocabulary_):,} terms) "
+        f"for {', '.join(models[:-1])} against {models[-1]}; wrote {output}",
+        highlight=False,
+    )
+
+
 @app.command()
 def calibrate(
     data: Annotated[Path, typer.Option("--data", help="Routing eval set (JSONL) to calibrate on.")],

@@ -230,7 +230,7 @@ class LLMClassifierConfig(_Strict):
 
 GateType = Literal[
     "not_empty", "not_truncated", "no_refusal", "json", "json_schema", "tool_arguments", "code_parses",
-    "regex", "length",
+    "regex", "length", "critique", "grounding", "learned",
 ]  # fmt: skip
 DEFAULT_GATES = (
     "not_empty",
@@ -256,6 +256,13 @@ class GateSpec(_Strict):
     must_not_match: str | None = None
     min_chars: int | None = Field(None, ge=0)
     max_chars: int | None = Field(None, ge=0)
+    # critique: the (cheap) model that judges the answer, and its time limit.
+    model: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    # critique, grounding, learned: the score an answer needs to pass.
+    threshold: float = Field(0.5, ge=0, le=1)
+    # learned: the gate artifact `tierwise train-gate` wrote.
+    artifact: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -264,6 +271,10 @@ class GateSpec(_Strict):
 
     @model_validator(mode="after")
     def _patterns(self) -> GateSpec:
+        if self.type == "critique" and not self.model:
+            raise ValueError("a critique gate needs model: the configured model that judges answers")
+        if self.type == "learned" and not self.artifact:
+            raise ValueError("a learned gate needs artifact: the file `tierwise train-gate` wrote")
         for attr in ("must_match", "must_not_match"):
             pattern = getattr(self, attr)
             if pattern is not None:
@@ -389,6 +400,9 @@ class RouterConfig(_Strict):
             check(f"routing.user_tier_caps.{user_tier}", tier)
         for tier in r.classifier.thresholds:
             check(f"routing.classifier.thresholds.{tier}", tier)
+        for i, gate in enumerate(r.cascade.gates):
+            if gate.model is not None and gate.model not in self.models:
+                problems.append(f"routing.cascade.gates.{i}.model: unknown model {gate.model!r}")
         if r.cascade.start not in ("cheapest", "classifier"):
             check("routing.cascade.start", r.cascade.start)
         if r.llm_classifier is not None and r.llm_classifier.model not in self.models:

@@ -56,6 +56,15 @@ class Tool:
 
 
 @dataclass(slots=True)
+class Document:
+    """A retrieved source the answer should rest on (for the grounding gate); never sent upstream as such."""
+
+    id: str
+    text: str
+    title: str | None = None
+
+
+@dataclass(slots=True)
 class ChatRequest:
     """A chat request as the engine sees it, whatever wire format it arrived in."""
 
@@ -73,6 +82,11 @@ class ChatRequest:
     stream: bool = False
     # Other OpenAI parameters (seed, penalties, ...) forwarded as they are to OpenAI-compatible upstreams.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Retrieved documents the client attached (the ``documents`` extension field), for the grounding gate.
+    documents: list[Document] = field(default_factory=list)
+    # A cascade's hint for a senior tier (the juniors' drafts); each wire format adds it to the system prompt.
+    # Kept apart from ``messages`` so that the client's conversation stays as it was sent.
+    hint: str | None = None
 
     def system_text(self) -> str:
         return "\n".join(m.text() for m in self.messages if m.role in ("system", "developer"))

@@ -132,21 +132,25 @@ def test_json_has_every_figure(bench_run: Run) -> None:
 def test_calibrated_point_is_what_the_decisions_cost_and_score(bench_run: Run) -> None:
     result, decisions = bench_run
     outcomes = {r["id"]: r["outcomes"] for r in TEST}
-    assert sorted(d["id"] for d in decisions) == sorted(outcomes)
-    # From the decisions file and the test data alone: every model called is paid for, the final one scored.
-    cost = sum(outcomes[d["id"]][m]["cost_usd"] for d in decisions for m in d["models_called"])
-    quality = sum(outcomes[d["id"]][d["final_model"]]["score"] for d in decisions) / len(decisions)
-    calibrated = result["policies"]["direct"]["calibrated_q95"]
-    assert calibrated["cost_usd"] == pytest.approx(cost)
-    assert calibrated["quality"] == pytest.approx(quality)
-    assert calibrated["saving"] == pytest.approx(1 - cost / result["baselines"]["premium"]["cost_usd"])
+    policies = sorted({d["policy"] for d in decisions})
+    assert policies == sorted(result["policies"])
+    for policy in policies:
+        mine = [d for d in decisions if d["policy"] == policy]
+        assert sorted(d["id"] for d in mine) == sorted(outcomes)
+        # From the decisions file and the test data alone: every model called is paid for, the final one scored.
+        cost = sum(outcomes[d["id"]][m]["cost_usd"] for d in mine for m in d["models_called"])
+        quality = sum(outcomes[d["id"]][d["final_model"]]["score"] for d in mine) / len(mine)
+        calibrated = result["policies"][policy]["calibrated_q95"]
+        assert calibrated["cost_usd"] == pytest.approx(cost), policy
+        assert calibrated["quality"] == pytest.approx(quality), policy
+        assert calibrated["saving"] == pytest.approx(1 - cost / result["baselines"]["premium"]["cost_usd"])
 
 
 def test_rules_calibrated_point_comes_from_train(rules_run: Run) -> None:
     result, decisions = rules_run
     # The threshold was fixed on train, where the rules point reaches Q95 (39/40): every test prompt goes
     # where the rules send it, although on test that point only reaches 27/30 = 0.9 of premium.
-    for d in decisions:
+    for d in (d for d in decisions if d["policy"] == "direct"):
         kind = d["id"].split("-")[1]
         assert d["models_called"] == [d["final_model"]] == [MODELS[KINDS[kind][1]]], d
     calibrated = result["policies"]["direct"]["calibrated_q95"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -29,3 +30,8 @@ class Gate(Protocol):
     async def check(self, request: ChatRequest, response: ChatResponse) -> GateVerdict:
         """Judge ``response`` as an answer to ``request``."""
         ...
+
+
+# How a gate that needs a model calls one: (configured model name, request, timeout) -> (answer, cost in USD).
+# The engine provides it; it raises tierwise.errors.UpstreamError when the call fails.
+CallModel = Callable[[str, ChatRequest, float], Awaitable[tuple[ChatResponse, float]]]

@@ -201,13 +201,9 @@ def _length_check(spec: GateSpec) -> Check:
     return check
 
 
-def build_gates(specs: list[GateSpec]) -> list[Gate]:
-    gates: list[Gate] = []
-    for spec in specs:
-        if spec.type == "regex":
-            gates.append(ProgrammaticGate("regex", _regex_check(spec)))
-        elif spec.type == "length":
-            gates.append(ProgrammaticGate("length", _length_check(spec)))
-        else:
-            gates.append(ProgrammaticGate(spec.type, PROGRAMMATIC_GATES[spec.type]))
-    return gates
+def programmatic_gate(spec: GateSpec) -> Gate:
+    if spec.type == "regex":
+        return ProgrammaticGate("regex", _regex_check(spec))
+    if spec.type == "length":
+        return ProgrammaticGate("length", _length_check(spec))
+    return ProgrammaticGate(spec.type, PROGRAMMATIC_GATES[spec.type])

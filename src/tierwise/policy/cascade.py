@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tierwise.config import CascadeConfig
 from tierwise.errors import AllAttemptsFailed
 from tierwise.gates import Gate, GateVerdict
-from tierwise.messages import ChatRequest, Message
+from tierwise.messages import ChatRequest
 from tierwise.policy.direct import PlannedModel
 from tierwise.providers.base import BufferedStream, Provider, ProviderResult
 from tierwise.store.records import Attempt
@@ -28,17 +28,11 @@ if TYPE_CHECKING:
 
 
 def with_hint(request: ChatRequest, drafts: list[tuple[str, str, list[str]]], template: str) -> ChatRequest:
-    """``request`` with the juniors' drafts added to its system prompt (never shown to the client).
-    ``drafts``: (tier, answer, reasons it failed), oldest first."""
+    """``request`` carrying the juniors' drafts as its hint (each wire format puts it in the system prompt;
+    it never reaches the client). ``drafts``: (tier, answer, reasons it failed), oldest first."""
     reasons = "; ".join(f"{tier}: {', '.join(why)}" for tier, _, why in drafts)
     blocks = "\n".join(f'<draft tier="{tier}">\n{answer}\n</draft>' for tier, answer, _ in drafts)
-    hint = template.format(reasons=reasons, drafts=blocks)
-    messages = list(request.messages)
-    if messages and messages[0].role in ("system", "developer") and isinstance(messages[0].content, str):
-        messages[0] = dataclasses.replace(messages[0], content=f"{messages[0].content}\n\n{hint}")
-    else:
-        messages.insert(0, Message(role="system", content=hint))
-    return dataclasses.replace(request, messages=messages)
+    return dataclasses.replace(request, hint=template.format(reasons=reasons, drafts=blocks))
 
 
 def _tiers_of(plan: list[PlannedModel]) -> dict[str, list[PlannedModel]]:
@@ -70,6 +64,7 @@ async def run_cascade(
     drafts: list[tuple[str, str, list[str]]] = []
     current = request
     escalations = 0
+    answered: tuple[PlannedModel, ProviderResult] | None = None
     for i, tier in enumerate(tiers):
         spent = route.routing_cost_usd + sum(a.cost_usd for a in attempts)
         final = (
@@ -79,7 +74,14 @@ async def run_cascade(
         )
         sub = dataclasses.replace(route, plan=by_tier[tier])
         if final and open_last is not None:
-            planned, opened = await engine._with_retries(sub, attempts, open_last(current))
+            try:
+                planned, opened = await engine._with_retries(sub, attempts, open_last(current))
+            except AllAttemptsFailed:
+                route.path.append(f"{tier}(error)")
+                if answered is None:
+                    raise
+                route.path.append(f"{answered[0].tier}(kept)")
+                return answered[0], BufferedStream(answered[1])
             route.path.append(f"{tier}(final)")
             return planned, opened
 
@@ -93,9 +95,14 @@ async def run_cascade(
         except AllAttemptsFailed:
             route.path.append(f"{tier}(error)")
             if final:
-                raise
+                if answered is None:
+                    raise
+                # The seniors could not answer: the last junior answer is better than no answer.
+                route.path.append(f"{answered[0].tier}(kept)")
+                return answered[0], BufferedStream(answered[1]) if open_last is not None else answered[1]
             escalations += 1
             continue
+        answered = (planned, result)
         engine._settle(attempts[-1], planned, result)
         verdicts = await judge(gates, request, result)
         attempts[-1].gates = [v.to_dict() for v in verdicts]

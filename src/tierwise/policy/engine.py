@@ -152,7 +152,7 @@ class Engine:
         self.classifier = RulesClassifier(config)
         self.learned = LearnedStart.from_config(config)
         self.llm = self._llm_classifier()
-        self.gates = build_gates(config.routing.cascade.gates)
+        self.gates = build_gates(config.routing.cascade.gates, call_model=self.call_model)
         self._sleep = sleep
         premium = config.tiers[config.premium_tier][0]
         self._baseline_model = premium
@@ -166,6 +166,17 @@ class Engine:
         return LLMClassifier(
             spec, provider, model.name or spec.model, lambda u: self.pricing.cost(spec.model, u)
         )
+
+    async def call_model(
+        self, model: str, request: ChatRequest, timeout: float
+    ) -> tuple[ChatResponse, float]:
+        """One call to a configured model, for the router's own needs (gates): the answer and its cost."""
+        spec = self.config.models[model]
+        async with asyncio.timeout(timeout):
+            result = await self.providers[spec.provider].complete(
+                request, spec.name or model, timeout=timeout
+            )
+        return result.response, self._attempt_cost(model, result.response.usage, result.cost_usd)
 
     @property
     def model_names(self) -> list[str]:

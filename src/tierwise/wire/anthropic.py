@@ -219,6 +219,8 @@ def request_body(
             turn["content"].sort(key=lambda block: block["type"] != "tool_result")
     if instruction := _format_instruction(request.response_format):
         system.append(instruction)
+    if request.hint:
+        system.append(request.hint)
 
     body: dict[str, Any] = {
         "model": model,

@@ -14,6 +14,7 @@ from tierwise.errors import RequestError
 from tierwise.messages import (
     ChatRequest,
     ChatResponse,
+    Document,
     FinishReason,
     Message,
     StreamDelta,
@@ -77,6 +78,13 @@ class _StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    text: str
+    title: str | None = None
+
+
 class ChatCompletionsBody(BaseModel):
     """The request body of ``POST /v1/chat/completions``; unknown keys are rejected."""
 
@@ -107,6 +115,8 @@ class ChatCompletionsBody(BaseModel):
     parallel_tool_calls: bool | None = None
     prediction: dict[str, Any] | None = None
     verbosity: str | None = None
+    # tierwise's extension (send with the SDK's extra_body): retrieved documents for the grounding gate.
+    documents: list[_Document] | None = None
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -179,6 +189,7 @@ def parse_request(data: Any) -> tuple[ChatRequest, bool]:
         metadata=body.metadata,
         stream=body.stream,
         extra={k: v for k in PASSTHROUGH if (v := getattr(body, k)) is not None},
+        documents=[Document(d.id, d.text, d.title) for d in body.documents or []],
     )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return request, include_usage
@@ -203,7 +214,19 @@ def _message_out(m: Message) -> dict[str, Any]:
 
 def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
     """The body to send an OpenAI-compatible upstream for ``request`` on ``model``."""
-    body: dict[str, Any] = {"model": model, "messages": [_message_out(m) for m in request.messages]}
+    messages = [_message_out(m) for m in request.messages]
+    if request.hint:
+        # Into the system prompt: first message, as some OpenAI-compatible servers accept system nowhere else.
+        first = messages[0] if messages else None
+        if (
+            first is not None
+            and first["role"] in ("system", "developer")
+            and isinstance(first["content"], str)
+        ):
+            messages[0] = {**first, "content": f"{first['content']}\n\n{request.hint}"}
+        else:
+            messages.insert(0, {"role": "system", "content": request.hint})
+    body: dict[str, Any] = {"model": model, "messages": messages}
     if request.tools:
         body["tools"] = [
             {
