@@ -570,7 +570,7 @@ async def test_every_gate_passes_a_plain_answer() -> None:
         ({}, r"type"),
         ({"type": "length", "min_chars": -1}, r"min_chars"),
         ({"type": "length", "max_chars": -5}, r"max_chars"),
-        ({"type": "not_empty", "threshold": 0.5}, r"threshold"),
+        ({"type": "not_empty", "weight": 0.5}, r"weight"),
     ],
     ids=[
         "bad-must-match",
