@@ -1,0 +1,124 @@
+"""The learned answer gate: trained on recorded answers, saved without pickle, used by a cascade."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from tierwise.config import GateSpec
+from tierwise.errors import ConfigError
+from tierwise.evals.dataset import EvalRecord, Outcome
+from tierwise.evals.metrics import OutcomeTable
+from tierwise.gates import build_gates
+from tierwise.gates.learned import AnswerScorer
+from tierwise.messages import ChatRequest, ChatResponse, Message
+
+MODELS = ("small", "medium", "large")
+GOOD = ["The answer is {x}, because the ratio doubles each step.", "Result: {x}. Checked twice."]
+BAD = ["I am not sure, maybe something about {x}?", "It depends. Possibly {x} or not."]
+
+
+def records(n: int, seed: int) -> list[EvalRecord]:
+    """Small answers that hedge are wrong (premium is right); confident ones are right."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = rng.randint(1, 999)
+        good = rng.random() < 0.5
+        answer = rng.choice(GOOD if good else BAD).format(x=x)
+        outcomes = {
+            "small": Outcome(1.0 if good else 0.0, 0.001, answer),
+            "medium": Outcome(1.0, 0.01, f"The answer is {x}."),
+            "large": Outcome(1.0, 0.1, f"The answer is {x}."),
+        }
+        out.append(
+            EvalRecord(f"r{i}", "t", [{"role": "user", "content": f"What is the value for {x}?"}], outcomes)
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def scorer() -> AnswerScorer:
+    train = records(120, 1)
+    return AnswerScorer().fit(train, OutcomeTable.from_records(train, MODELS))
+
+
+def test_scores_good_answers_above_bad_ones(scorer: AnswerScorer) -> None:
+    test = records(40, 2)
+    table = OutcomeTable.from_records(test, MODELS)
+    scores = scorer.predict_table(test, table)
+    assert scores.shape == (40, 2)
+    good = table.scores[:, 0] == 1.0
+    assert scores[good, 0].min() > scores[~good, 0].max()
+    # Medium always matched premium in training: its base rate is ~1.
+    assert scores[:, 1].min() > 0.99
+
+
+def test_round_trip_without_pickle(scorer: AnswerScorer, tmp_path: Path) -> None:
+    path = scorer.save(tmp_path / "sub" / "gate.twg", extra={"data": {"prompts": 120}})
+    with np.load(path, allow_pickle=False) as archive:
+        assert orjson.loads(archive["meta"].tobytes())["data"] == {"prompts": 120}
+    loaded = AnswerScorer.load(path)
+    for text in ("Result: 5. Checked twice.", "It depends. Possibly 5 or not."):
+        assert loaded.predict("What is 5?", text, 0) == pytest.approx(
+            scorer.predict("What is 5?", text, 0), abs=1e-5
+        )
+
+
+def test_a_bad_artifact_is_a_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.twg"
+    junk.write_text("not an archive")
+    with pytest.raises(ConfigError, match="cannot read the gate artifact"):
+        AnswerScorer.load(junk)
+    other = tmp_path / "other.twg"
+    with other.open("wb") as handle:
+        np.savez(handle, meta=np.frombuffer(orjson.dumps({"format": "x/9"}), dtype=np.uint8))
+    with pytest.raises(ConfigError, match="train one with `tierwise train-gate`"):
+        AnswerScorer.load(other)
+
+
+async def test_the_gate_in_a_cascade(scorer: AnswerScorer, tmp_path: Path) -> None:
+    path = scorer.save(tmp_path / "gate.twg")
+    [gate] = build_gates([GateSpec(type="learned", artifact=str(path), threshold=0.5)])
+    request = ChatRequest(messages=[Message(role="user", content="What is the value for 7?")])
+    good = await gate.check(request, ChatResponse(id="a", model="small", content="Result: 7. Checked twice."))
+    bad = await gate.check(request, ChatResponse(id="b", model="small", content="I am not sure, maybe 7?"))
+    assert (
+        good.passed and good.gate == "learned" and good.score > 0.5 and "P(as good as premium)" in good.reason
+    )
+    assert not bad.passed and bad.score < 0.5
+
+
+def test_needs_recorded_answers() -> None:
+    train = records(10, 3)
+    for r in train:
+        r.outcomes = {m: Outcome(o.score, o.cost_usd, None) for m, o in r.outcomes.items()}
+    with pytest.raises(ValueError, match="kept no answers"):
+        AnswerScorer().fit(train, OutcomeTable.from_records(train, MODELS))
+
+
+def test_train_gate_command(tmp_path: Path) -> None:
+    data = tmp_path / "set.jsonl"
+    data.write_bytes(
+        b"".join(
+            orjson.dumps({"id": r.id, "category": r.category, "messages": r.messages,
+                          "outcomes": {m: {"score": o.score, "cost_usd": o.cost_usd, "response": o.response}
+                                       for m, o in r.outcomes.items()}}) + b"\n"
+            for r in records(60, 4)
+        )
+    )  # fmt: skip
+    out = tmp_path / "g.twg"
+    done = subprocess.run(
+        [sys.executable, "-m", "tierwise", "train-gate", "--data", str(data), "--tiers", ",".join(MODELS), "-o", str(out)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "trained the answer gate on 60 prompts" in done.stdout and out.exists()
+    assert AnswerScorer.load(out).models_ == MODELS
