@@ -42,8 +42,17 @@ def _tiers_of(plan: list[PlannedModel]) -> dict[str, list[PlannedModel]]:
     return out
 
 
-async def judge(gates: list[Gate], request: ChatRequest, result: ProviderResult) -> list[GateVerdict]:
-    return [await gate.check(request, result.response) for gate in gates]
+async def judge(
+    gates: list[Gate], request: ChatRequest, result: ProviderResult, *, final: bool
+) -> list[GateVerdict]:
+    """The gates' verdicts, in order. A paid gate (``costly``, e.g. critique) is skipped where its verdict
+    could change nothing: on the last tier, whose answer stands anyway, and after another gate has failed."""
+    verdicts: list[GateVerdict] = []
+    for gate in gates:
+        if getattr(gate, "costly", False) and (final or any(not v.passed for v in verdicts)):
+            continue
+        verdicts.append(await gate.check(request, result.response))
+    return verdicts
 
 
 async def run_cascade(
@@ -104,7 +113,7 @@ async def run_cascade(
             continue
         answered = (planned, result)
         engine._settle(attempts[-1], planned, result)
-        verdicts = await judge(gates, request, result)
+        verdicts = await judge(gates, request, result, final=final)
         attempts[-1].gates = [v.to_dict() for v in verdicts]
         route.routing_cost_usd += sum(v.cost_usd for v in verdicts)
         failed = [v.gate for v in verdicts if not v.passed]
