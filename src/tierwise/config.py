@@ -285,6 +285,17 @@ class GateSpec(_Strict):
         return self
 
 
+class CascadeClassConfig(_Strict):
+    """One request class's departures from the cascade; keys left out keep the cascade's."""
+
+    policy: Literal["direct", "cascade"] | None = None
+    start: str | None = None
+    gates: list[GateSpec] | None = None
+    max_escalations: int | None = Field(None, ge=0)
+    hints: bool | None = None
+    stream_first: bool | None = None
+
+
 class CascadeConfig(_Strict):
     """Try a tier, let the gates judge its answer, escalate with a hint when they fail."""
 
@@ -296,11 +307,35 @@ class CascadeConfig(_Strict):
     max_cost_usd: float | None = Field(None, gt=0)
     hints: bool = True
     hint_template: str = DEFAULT_HINT
+    # Streams go out live from the start tier, ungated: for classes that rarely escalate, the fastest first
+    # token. Their gates still judge the answer for the records once it is complete.
+    stream_first: bool = False
+    # Per request class (task type, or the x-tierwise-class header): overrides of the keys above.
+    classes: dict[str, CascadeClassConfig] = Field(default_factory=dict)
+
+    def for_class(self, name: str | None) -> CascadeConfig:
+        """The cascade as ``name``'s overrides leave it."""
+        override = self.classes.get(name or "")
+        if override is None:
+            return self
+        # The override's own values (GateSpec objects stay objects), only the keys it sets.
+        update = {k: getattr(override, k) for k in override.model_fields_set if k != "policy"}
+        return self.model_copy(update={**update, "classes": {}})
+
+
+class AutoConfig(_Strict):
+    """The auto policy's bands on the learned classifier's probabilities that a tier will do."""
+
+    # At or above: the cheapest tier answers alone.
+    confident_cheap: float = Field(0.9, ge=0, le=1)
+    # Below (for every tier below premium): premium answers alone. In between: a cascade.
+    confident_premium: float = Field(0.2, ge=0, le=1)
 
 
 class RoutingConfig(_Strict):
-    policy: Literal["direct", "cascade"] = "direct"
+    policy: Literal["direct", "cascade", "auto"] = "direct"
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    auto: AutoConfig = Field(default_factory=AutoConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     llm_classifier: LLMClassifierConfig | None = None
     default_tier: str = "cheap"
@@ -405,6 +440,13 @@ class RouterConfig(_Strict):
                 problems.append(f"routing.cascade.gates.{i}.model: unknown model {gate.model!r}")
         if r.cascade.start not in ("cheapest", "classifier"):
             check("routing.cascade.start", r.cascade.start)
+        for name, override in r.cascade.classes.items():
+            if override.start not in (None, "cheapest", "classifier"):
+                check(f"routing.cascade.classes.{name}.start", override.start)
+        if r.policy == "auto" and r.classifier.type != "learned":
+            problems.append(
+                "routing.policy: auto needs the learned classifier (routing.classifier.type: learned)"
+            )
         if r.llm_classifier is not None and r.llm_classifier.model not in self.models:
             problems.append(f"routing.llm_classifier.model: unknown model {r.llm_classifier.model!r}")
         if problems:

@@ -18,7 +18,7 @@ import orjson
 
 from tierwise.classify.llm import LLMClassifier, LLMClassifierError
 from tierwise.classify.rules import RulesClassifier
-from tierwise.config import RouterConfig
+from tierwise.config import CascadeConfig, RouterConfig
 from tierwise.errors import (
     AllAttemptsFailed,
     ConfigError,
@@ -28,7 +28,7 @@ from tierwise.errors import (
     UpstreamTimeout,
 )
 from tierwise.features import Features, estimate_tokens
-from tierwise.gates import build_gates
+from tierwise.gates import Gate, build_gates
 from tierwise.messages import ChatRequest, ChatResponse, StreamAccumulator, StreamDelta, Usage
 from tierwise.policy.cascade import run_cascade
 from tierwise.policy.direct import PlannedModel, plan_from_tier
@@ -152,7 +152,7 @@ class Engine:
         self.classifier = RulesClassifier(config)
         self.learned = LearnedStart.from_config(config)
         self.llm = self._llm_classifier()
-        self.gates = build_gates(config.routing.cascade.gates, call_model=self.call_model)
+        self._cascades: dict[str, tuple[CascadeConfig, list[Gate]]] = {}
         self._sleep = sleep
         premium = config.tiers[config.premium_tier][0]
         self._baseline_model = premium
@@ -166,6 +166,17 @@ class Engine:
         return LLMClassifier(
             spec, provider, model.name or spec.model, lambda u: self.pricing.cost(spec.model, u)
         )
+
+    def cascade_for(self, request_class: str) -> tuple[CascadeConfig, list[Gate]]:
+        """The cascade settings and gates of a request class (its overrides applied), built once per class."""
+        found = self._cascades.get(request_class)
+        if found is None:
+            spec = self.config.routing.cascade.for_class(request_class)
+            found = self._cascades[request_class] = (
+                spec,
+                build_gates(spec.gates, call_model=self.call_model),
+            )
+        return found
 
     async def call_model(
         self, model: str, request: ChatRequest, timeout: float
@@ -211,12 +222,33 @@ class Engine:
             return Route(tier, ctx.class_override or features.task, "explicit:model", features, plan)
         else:
             raise UnknownModelError(requested, self.model_names)
-        if requested in AUTO_MODELS and self.config.routing.policy == "cascade":
+        policy: str = self.config.routing.policy
+        if requested in AUTO_MODELS and policy != "direct":
+            klass = ctx.class_override or request_class
+            override = self.config.routing.cascade.classes.get(klass)
+            if override is not None and override.policy == "direct":
+                policy = "direct"
+            elif policy == "auto" and not choice.forced and self.learned is not None:
+                tier, reason, policy = self._auto(request, tier, reason)
+        if requested in AUTO_MODELS and policy == "cascade":
             return self._cascade_route(tier, reason, request_class, features, ctx, forced=choice.forced)
         plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=retry.fallback_up)
         if moved_by is not None:
             reason += f";hard:{moved_by}"
         return Route(plan[0].tier, ctx.class_override or request_class, reason, features, plan)
+
+    def _auto(self, request: ChatRequest, tier: str, reason: str) -> tuple[str, str, str]:
+        """The auto policy: direct where the learned classifier is confident, a cascade where it is not."""
+        assert self.learned is not None
+        bands = self.config.routing.auto
+        p = self.learned.router.predict_request(request)
+        shown = ",".join(f"{t}:{v:.2f}" for t, v in zip(self.config.tier_names, p, strict=False))
+        if p[0] >= bands.confident_cheap:
+            return self.config.tier_names[0], f"auto:direct(p({shown})>={bands.confident_cheap:g})", "direct"
+        if float(p.max()) < bands.confident_premium:
+            premium = self.config.premium_tier
+            return premium, f"auto:direct(p({shown})<{bands.confident_premium:g})", "direct"
+        return tier, f"auto:unsure(p({shown}))", "cascade"
 
     def _cascade_route(
         self,
@@ -230,9 +262,11 @@ class Engine:
     ) -> Route:
         """The cascade's route: from its start tier (the classifier's, where the blacklist forced it) up to
         premium, or to the user tier's cap."""
-        spec = self.config.routing.cascade
+        spec, _ = self.cascade_for(ctx.class_override or request_class)
         tiers = self.config.tier_names
-        if not forced and spec.start == "cheapest":
+        if reason.startswith("auto:"):
+            tier, reason = tiers[0], reason
+        elif not forced and spec.start == "cheapest":
             tier, reason = tiers[0], "cascade:cheapest"
         elif not forced and spec.start != "classifier":
             tier, reason = spec.start, f"cascade:{spec.start}"
@@ -345,8 +379,8 @@ class Engine:
 
         try:
             if route.policy == "cascade":
-                spec = self.config.routing.cascade
-                planned, result = await run_cascade(self, request, route, attempts, self.gates, spec)
+                spec, gates = self.cascade_for(route.request_class)
+                planned, result = await run_cascade(self, request, route, attempts, gates, spec)
             else:
                 planned, result = await self._with_retries(route, attempts, call)
                 self._settle(attempts[-1], planned, result)
@@ -375,8 +409,12 @@ class Engine:
             return await _open(provider.stream(request, model, timeout=timeout))
 
         try:
-            if route.policy == "cascade":
-                spec = self.config.routing.cascade
+            spec, gates = self.cascade_for(route.request_class)
+            if route.policy == "cascade" and spec.stream_first:
+                # Streamed live from the start tier, ungated: this class rarely escalates.
+                route.path.append(f"{route.tier}(stream_first)")
+                planned, opened = await self._with_retries(route, attempts, call)
+            elif route.policy == "cascade":
 
                 def open_last(req: ChatRequest) -> Callable[[Provider, str, float], Awaitable[_Opened]]:
                     async def opener(provider: Provider, model: str, timeout: float) -> _Opened:
@@ -385,7 +423,7 @@ class Engine:
                     return opener
 
                 planned, got = await run_cascade(
-                    self, request, route, attempts, self.gates, spec, open_last=open_last
+                    self, request, route, attempts, gates, spec, open_last=open_last
                 )
                 opened = got if isinstance(got, _Opened) else await _open(_ready(got))
             else:
