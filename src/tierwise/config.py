@@ -307,6 +307,9 @@ class CascadeConfig(_Strict):
     max_cost_usd: float | None = Field(None, gt=0)
     hints: bool = True
     hint_template: str = DEFAULT_HINT
+    # The share of escalating requests sent on without a hint, to measure what hints are worth: each cascade
+    # record says whether its seniors got one (decision.hinted).
+    hint_holdout: float = Field(0.0, ge=0, le=1)
     # Streams go out live from the start tier, ungated: for classes that rarely escalate, the fastest first
     # token. Their gates still judge the answer for the records once it is complete.
     stream_first: bool = False

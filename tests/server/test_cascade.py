@@ -173,3 +173,28 @@ def test_streaming_last_tier_is_streamed_live(cascade: Any, openai_upstream: Fak
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "live from mid"
     assert openai_upstream.requests_for("mid-a")[0].body["stream"] is True
+
+
+def test_hint_holdout_sends_some_escalations_without_a_hint_and_says_so(
+    cascade: Any, openai_upstream: FakeUpstream
+) -> None:
+    proxy, client = cascade(hint_holdout=1.0)
+    openai_upstream.script("cheap-a", Behaviour(content="not json"))
+    openai_upstream.script("mid-a", Behaviour(content='{"a": 1}'))
+    raw = ask(client, response_format=JSON_FORMAT)
+    assert openai_upstream.requests_for("mid-a")[0].body["messages"] == [
+        {"role": "user", "content": "Give me the user as JSON"}
+    ]
+    record = proxy.record(raw.headers["x-tierwise-request-id"])
+    assert record.decision is not None and record.decision["hinted"] is False
+
+
+def test_a_hinted_escalation_is_recorded_as_such(cascade: Any, openai_upstream: FakeUpstream) -> None:
+    proxy, client = cascade()
+    openai_upstream.script("cheap-a", Behaviour(content="not json"))
+    openai_upstream.script("mid-a", Behaviour(content='{"a": 1}'))
+    raw = ask(client, response_format=JSON_FORMAT)
+    record = proxy.record(raw.headers["x-tierwise-request-id"])
+    assert record.decision is not None and record.decision["hinted"] is True
+    passed = ask(client, "hello")  # no escalation: hinted stays unknown
+    assert proxy.record(passed.headers["x-tierwise-request-id"]).decision["hinted"] is None

@@ -12,6 +12,7 @@ last tier's answer stands whatever its gates say. A tier whose models all fail u
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -123,9 +124,11 @@ async def run_cascade(
                 return planned, BufferedStream(result)
             return planned, result
         route.path.append(f"{tier}(fail:{','.join(failed)})")
+        if route.hinted is None:
+            route.hinted = spec.hints and random.random() >= spec.hint_holdout
         drafts.append(
             (tier, result.response.content or "", [f"{v.gate}: {v.reason}" for v in verdicts if not v.passed])
         )
-        current = with_hint(request, drafts, spec.hint_template) if spec.hints else request
+        current = with_hint(request, drafts, spec.hint_template) if route.hinted else request
         escalations += 1
     raise AllAttemptsFailed(attempts)

@@ -71,6 +71,8 @@ class Route:
     policy: str = "direct"
     # A cascade's steps, e.g. ["cheap(fail:json)", "mid(pass)"].
     path: list[str] = field(default_factory=list)
+    # Whether a cascade's seniors got the juniors' drafts as a hint (None: no escalation happened).
+    hinted: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -83,6 +85,7 @@ class Route:
         if self.policy != "direct":
             out["policy"] = self.policy
             out["path"] = self.path
+            out["hinted"] = self.hinted
         return out
 
 
