@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -14,9 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.classify.test_learned import MODELS, synthetic_jsonl_rows, synthetic_records
+from tests.classify.test_learned import DEFAULTS, MODELS, synthetic_jsonl_rows, synthetic_records
 from tests.helpers_config import request
 from tierwise.classify.artifact import FORMAT, file_sha256, load_router
+from tierwise.classify.learned import request_features
+from tierwise.policy.engine import LearnedStart
 
 TIERS = ",".join(MODELS)
 
@@ -96,23 +99,53 @@ def test_train_writes_an_artifact_and_says_what_it_learned(data: Path, tmp_path:
     assert meta["format"] == FORMAT
     assert meta["models"] == list(MODELS) and meta["tiers"] == ["cheap", "mid", "premium"]
     assert meta["data"] == {"path": str(data), "sha256": file_sha256(data), "prompts": 120}
+    # The default router: knn over the training prompts, cost-aware.
+    assert meta["hyperparameters"] == DEFAULTS
     with np.load(out, allow_pickle=False) as archive:
-        assert "coef" in archive.files
+        assert {"knn_labels", "knn_dense", "cost_coef", "kappa"} <= set(archive.files)
+        assert "coef" not in archive.files
+        assert archive["knn_labels"].shape == (120, len(MODELS) - 1)
+    # The out-of-fold metrics it prints are the ones it stores.
+    metrics = meta["metrics"]
+    assert metrics["folds"] == 5 and set(metrics["auc"]) == {"cheap", "mid"}
+    auc = ", ".join(f"{t} {v:.3f}" for t, v in metrics["auc"].items())
+    assert (
+        f"5-fold out-of-fold: APGR {metrics['apgr']:.3f}, saving at Q95 {metrics['saving_at_q95']:.1%}, "
+        f"AUC per tier {auc}"
+    ) in message
+    # The signal is plain enough that out of fold the router ranks who can answer what almost perfectly.
+    assert all(v > 0.9 for v in metrics["auc"].values()), metrics
+
+
+def test_train_without_folds_stores_and_prints_no_metrics(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nofolds.tw"
+    result = tierwise("train", "--data", data, "--tiers", TIERS, "-o", out, "--folds", "0")
+    assert result.returncode == 0, result.stderr
+    assert "out-of-fold" not in result.stdout
+    assert load_router(out)[1]["metrics"] == {}
 
 
 def test_the_trained_artifact_learned_the_signal(artifact: Path) -> None:
     router, _ = load_router(artifact)
-    easy = router.predict_request(request("Translate to German: my comet is older than your parrot."))
-    hard = router.predict_request(
-        request("Prove the theorem that every finite saddle graph has a comet cycle.")
-    )
-    assert easy[0] > 0.5 > hard[0]
-    assert easy[1] > 0.5 > hard[1]
+    easy = request("Translate to German: my comet is older than your parrot.")
+    hard = request("Prove the theorem that every finite saddle graph has a comet cycle.")
+    p_easy, p_hard = router.proba_request(easy), router.proba_request(hard)
+    assert p_easy[0] > 0.5 > p_hard[0]
+    assert p_easy[1] > 0.5 > p_hard[1]
+    # Routed by its scores at the default threshold, the easy prompt starts cheap and the proof at premium.
+    start = LearnedStart(router, ["cheap", "mid", "premium"], [0.5, 0.5])
+    assert start.start(easy, request_features(easy))[0] == "cheap"
+    tier, reason = start.start(hard, request_features(hard))
+    assert tier == "premium" and re.fullmatch(r"learned:score\(.*\)<thresholds;p\(.*\)", reason), reason
 
 
 def test_train_two_tiers(two_tier_artifact: Path) -> None:
     router, meta = load_router(two_tier_artifact)
-    assert meta["tiers"] == ["cheap", "premium"] and router.coef_.shape[0] == 1
+    assert meta["tiers"] == ["cheap", "premium"] and meta["models"] == ["m-cheap", "m-premium"]
+    assert set(meta["metrics"]["auc"]) == {"cheap"}
+    easy = request("Translate to German: my comet is older than your parrot.")
+    assert router.predict_request(easy).shape == router.proba_request(easy).shape == (1,)
+    assert router.base_rate_.shape == (1,)
 
 
 def test_train_refuses_a_single_model(data: Path, tmp_path: Path) -> None:

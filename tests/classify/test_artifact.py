@@ -11,10 +11,10 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.classify.test_learned import HELD_OUT_NOUNS, MODELS, fit_synthetic, synthetic_records
+from tests.classify.test_learned import DEFAULTS, HELD_OUT_NOUNS, MODELS, fit_synthetic, synthetic_records
 from tests.helpers_config import request
 from tierwise._version import __version__
-from tierwise.classify.artifact import FORMAT, file_sha256, load_router, save_router
+from tierwise.classify.artifact import FORMAT, file_sha256, hyperparameters, load_router, save_router
 from tierwise.classify.learned import DENSE_FEATURES, LearnedRouter
 from tierwise.errors import ConfigError
 from tierwise.evals.metrics import OutcomeTable
@@ -28,6 +28,13 @@ def router() -> LearnedRouter:
 @pytest.fixture
 def saved(router: LearnedRouter, tmp_path: Path) -> Path:
     return save_router(router, tmp_path / "router.tw", extra={"data": {"prompts": 200}, "note": "unit test"})
+
+
+KNN_ARRAYS = tuple(
+    f"knn_{name}" for name in ("frequent", "block", "term_ptr", "docs", "weights", "dense", "labels")
+)
+COST_ARRAYS = ("cost_coef", "cost_intercept", "risk_scale", "kappa")
+COMMON_ARRAYS = ("idf", "dense_mean", "dense_scale", "base_rate")
 
 
 def write_archive(path: Path, meta: Any, **arrays: np.ndarray) -> Path:
@@ -47,10 +54,13 @@ def good_meta(saved: Path) -> dict[str, Any]:
 def test_round_trip_gives_the_same_predictions(router: LearnedRouter, saved: Path) -> None:
     loaded, _ = load_router(saved)
     records = synthetic_records(30, seed=42, nouns=HELD_OUT_NOUNS)
-    np.testing.assert_allclose(loaded.predict(records), router.predict(records), rtol=0, atol=1e-6)
+    # The artifact holds what predicting uses, at its precision: the loaded router predicts exactly the same.
+    np.testing.assert_array_equal(loaded.predict(records), router.predict(records))
+    np.testing.assert_array_equal(loaded.predict_proba(records), router.predict_proba(records))
     for text in ("Translate to German: my comet is older than your parrot.", "unseen words only", ""):
         req = request(text)
-        np.testing.assert_allclose(loaded.predict_request(req), router.predict_request(req), atol=1e-6)
+        np.testing.assert_array_equal(loaded.predict_request(req), router.predict_request(req))
+        np.testing.assert_array_equal(loaded.proba_request(req), router.proba_request(req))
 
 
 def test_round_trip_keeps_the_learned_state(router: LearnedRouter, saved: Path) -> None:
@@ -58,29 +68,43 @@ def test_round_trip_keeps_the_learned_state(router: LearnedRouter, saved: Path) 
     assert loaded.vocabulary_ == router.vocabulary_
     assert loaded.tiers_ == router.tiers_ == ("cheap", "mid", "premium")
     assert loaded.models_ == router.models_ == MODELS
-    assert (loaded.min_df, loaded.max_terms, loaded.c) == (router.min_df, router.max_terms, router.c)
-    np.testing.assert_allclose(loaded.coef_, router.coef_, atol=1e-6)
-    np.testing.assert_allclose(loaded.idf_, router.idf_, rtol=1e-6)
-    np.testing.assert_array_equal(loaded.intercept_, router.intercept_)
-    np.testing.assert_array_equal(loaded.dense_mean_, router.dense_mean_)
-    np.testing.assert_array_equal(loaded.dense_scale_, router.dense_scale_)
-    # What is loaded is float64 for the arithmetic, whatever the file stores.
-    assert loaded.coef_.dtype == np.float64 and loaded.idf_.dtype == np.float64
+    assert hyperparameters(loaded) == hyperparameters(router) == DEFAULTS
+    state, restored = router.state(), loaded.state()
+    assert set(restored) == set(state) == {*COMMON_ARRAYS, *KNN_ARRAYS, *COST_ARRAYS}
+    for name, array in state.items():
+        np.testing.assert_array_equal(restored[name], array, err_msg=name)
+        assert restored[name].dtype == array.dtype, name
+    assert loaded.kappa_ == router.kappa_ and isinstance(loaded.kappa_, float)
+    # What the arithmetic uses is float64, the neighbours float32, as in the router that was saved.
+    assert loaded.idf_.dtype == loaded.cost_coef_.dtype == np.float64
+    assert loaded.neighbours_.weights.dtype == np.float32
+
+
+def test_round_trip_of_a_plain_logistic_router(tmp_path: Path) -> None:
+    fitted = fit_synthetic(n=90, family="logreg", cost_aware=False)
+    loaded, meta = load_router(save_router(fitted, tmp_path / "logreg.tw"))
+    assert meta["hyperparameters"] == {**DEFAULTS, "family": "logreg", "cost_aware": False}
+    np.testing.assert_array_equal(loaded.coef_, fitted.coef_)
+    np.testing.assert_array_equal(loaded.intercept_, fitted.intercept_)
+    assert loaded.coef_.dtype == np.float64
+    assert not hasattr(loaded, "neighbours_") and not hasattr(loaded, "cost_coef_")
+    records = synthetic_records(9, seed=5, nouns=HELD_OUT_NOUNS)
+    np.testing.assert_array_equal(loaded.predict(records), fitted.predict(records))
 
 
 def test_round_trip_keeps_every_hyperparameter(tmp_path: Path) -> None:
     records = synthetic_records(60, seed=1)
-    fitted = LearnedRouter(min_df=1, max_terms=500, c=0.25, min_examples=5).fit(
-        records, OutcomeTable.from_records(records, list(MODELS))
-    )
-    loaded, _ = load_router(save_router(fitted, tmp_path / "r.tw"))
-    hyper = ("min_df", "max_terms", "c", "min_examples")
-    assert {k: getattr(loaded, k) for k in hyper} == {
-        "min_df": 1,
-        "max_terms": 500,
-        "c": 0.25,
-        "min_examples": 5,
-    }
+    hyper = {
+        "min_df": 1, "max_terms": 500, "c": 0.25, "min_examples": 5, "family": "blend", "k": 7, "prior": 0.5,
+        "components": 8, "dense_weight": 0.2, "text_only": True, "cost_aware": False,
+    }  # fmt: skip
+    assert set(hyper) == set(DEFAULTS)  # every constructor argument, none left at its default
+    assert all(hyper[k] != DEFAULTS[k] for k in hyper)
+    fitted = LearnedRouter(**hyper).fit(records, OutcomeTable.from_records(records, list(MODELS)))
+    loaded, meta = load_router(save_router(fitted, tmp_path / "r.tw"))
+    assert meta["hyperparameters"] == hyper
+    assert hyperparameters(loaded) == hyper
+    assert {k: getattr(loaded, k) for k in hyper} == hyper
 
 
 def test_two_tier_router_round_trips(tmp_path: Path) -> None:
@@ -114,18 +138,14 @@ def test_load_accepts_a_string_path_with_a_tilde(
 
 def test_metadata(router: LearnedRouter, saved: Path) -> None:
     meta = good_meta(saved)
-    assert meta["format"] == FORMAT == "tierwise-router/1"
+    assert meta["format"] == FORMAT == "tierwise-router/2"
     assert meta["tierwise"] == __version__
     assert isinstance(meta["created"], float) and meta["created"] > 1.6e9
     assert meta["tiers"] == ["cheap", "mid", "premium"]
     assert meta["models"] == list(MODELS)
     assert meta["dense_features"] == list(DENSE_FEATURES)
-    assert {k: meta["hyperparameters"][k] for k in ("min_df", "max_terms", "c", "min_examples")} == {
-        "min_df": 2,
-        "max_terms": 200_000,
-        "c": 1.0,
-        "min_examples": 2,
-    }
+    # Every constructor argument of the router, so that loading rebuilds the same one.
+    assert meta["hyperparameters"] == DEFAULTS == hyperparameters(router)
     assert meta["data"] == {"prompts": 200}
     assert meta["note"] == "unit test"
 
@@ -156,17 +176,29 @@ def test_file_sha256(tmp_path: Path) -> None:
 def test_the_file_is_a_plain_npz_without_pickle(saved: Path) -> None:
     with zipfile.ZipFile(saved) as z:
         names = set(z.namelist())
-    assert names == {
-        f"{k}.npy" for k in ("meta", "vocabulary", "idf", "coef", "intercept", "dense_mean", "dense_scale")
-    }
+    assert names == {f"{k}.npy" for k in ("meta", "vocabulary", *COMMON_ARRAYS, *KNN_ARRAYS, *COST_ARRAYS)}
     with np.load(saved, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
     assert all(a.dtype != object for a in arrays.values())
-    assert arrays["coef"].dtype == np.float32 and arrays["idf"].dtype == np.float32
+    assert arrays["idf"].dtype == np.float64 and arrays["knn_weights"].dtype == np.float32
     assert orjson.loads(arrays["meta"].tobytes())["format"] == FORMAT
     vocabulary = orjson.loads(arrays["vocabulary"].tobytes())
     assert isinstance(vocabulary, list) and all(isinstance(t, str) for t in vocabulary)
-    assert arrays["coef"].shape == (2, len(vocabulary) + len(DENSE_FEATURES))
+    assert arrays["idf"].shape == (len(vocabulary),)
+    assert arrays["cost_coef"].shape == (len(MODELS), len(vocabulary) + len(DENSE_FEATURES))
+    assert arrays["knn_labels"].shape == (200, len(MODELS) - 1)  # one row per training prompt
+    assert arrays["kappa"].shape == ()
+
+
+def test_a_plain_logistic_router_file_holds_its_coefficients(tmp_path: Path) -> None:
+    path = save_router(fit_synthetic(n=90, family="logreg", cost_aware=False), tmp_path / "logreg.tw")
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    assert names == {f"{k}.npy" for k in ("meta", "vocabulary", *COMMON_ARRAYS, "coef", "intercept")}
+    with np.load(path, allow_pickle=False) as archive:
+        vocabulary = orjson.loads(archive["vocabulary"].tobytes())
+        assert archive["coef"].shape == (2, len(vocabulary) + len(DENSE_FEATURES))
+        assert archive["coef"].dtype == np.float64
 
 
 # ---- files that are not (this version's) artifacts ----
@@ -217,10 +249,11 @@ def test_metadata_that_is_not_json(tmp_path: Path) -> None:
 
 
 def test_other_format_version(saved: Path, tmp_path: Path) -> None:
-    meta = {**good_meta(saved), "format": "tierwise-router/2"}
+    meta = {**good_meta(saved), "format": "tierwise-router/99"}
     path = write_archive(tmp_path / "future.tw", meta, coef=np.zeros((2, 3), dtype=np.float32))
-    message = check_error(path, "'tierwise-router/2'", repr(FORMAT), "tierwise train")
+    message = check_error(path, "'tierwise-router/99'", repr(FORMAT), "tierwise train")
     assert "format" in message
+    assert "incomplete or damaged" not in message  # refused for its version, before its arrays are read
 
 
 def test_missing_format(saved: Path, tmp_path: Path) -> None:
@@ -234,13 +267,26 @@ def test_other_request_features(saved: Path, tmp_path: Path) -> None:
     check_error(write_archive(tmp_path / "features.tw", meta), "request features", "retrain")
 
 
-def test_the_real_artifact_with_its_format_changed_is_refused(saved: Path, tmp_path: Path) -> None:
-    """The whole archive intact, only meta.format bumped: still refused, not half-loaded."""
+@pytest.mark.parametrize("version", ["tierwise-router/0", "tierwise-router/1", "tierwise-router/99"])
+def test_the_real_artifact_with_its_format_changed_is_refused(
+    saved: Path, tmp_path: Path, version: str
+) -> None:
+    """The whole archive intact, only meta.format changed (to the previous version, 1, among others): still
+    refused, not half-loaded."""
+    assert version != FORMAT
     with np.load(saved, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
     meta = orjson.loads(arrays.pop("meta").tobytes())
-    meta["format"] = "tierwise-router/0"
-    check_error(write_archive(tmp_path / "v0.tw", meta, **arrays), "'tierwise-router/0'")
+    meta["format"] = version
+    check_error(write_archive(tmp_path / "other.tw", meta, **arrays), repr(version), repr(FORMAT))
+
+
+def test_an_artifact_missing_one_array_is_damaged(saved: Path, tmp_path: Path) -> None:
+    with np.load(saved, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = orjson.loads(arrays.pop("meta").tobytes())
+    del arrays["knn_labels"]
+    check_error(write_archive(tmp_path / "partial.tw", meta, **arrays), "incomplete or damaged", "knn_labels")
 
 
 BAD_FILE_BUGS = "artifact.py load_router: only OSError/ValueError/KeyError/JSONDecodeError become ConfigError"

@@ -1,8 +1,10 @@
 """The proxy with routing.classifier: learned, driven by the openai SDK over loopback.
 
-The router is trained here on the synthetic set of tests/classify/test_learned.py (translate/rephrase prompts:
-every tier will do; python functions: mid and premium; proofs: premium only) and saved with save_router. The
-learned start replaces the task type's tier; domains, rules, user caps and the blacklist still apply after it.
+The router (the default one: knn, cost-aware) is trained here on the synthetic set of
+tests/classify/test_learned.py (translate/rephrase prompts: every tier will do; python functions: mid and
+premium; proofs: premium only) and saved with save_router. The thresholds compare with its routing scores; the
+reason shows the scores, then its probabilities. The learned start replaces the task type's tier; domains,
+rules, user caps and the blacklist still apply after it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ CODE = "Write a python function that sorts a list of glacier objects by their an
 PROOF = "Prove the theorem that every finite saddle graph contains a prairie cycle."
 CHAT = "Hi there, how are you today?"
 LEGAL = "Please do a contract review under New York law for the comet lease."
-PROBS = r"learned:p\(cheap:(\d\.\d\d),mid:(\d\.\d\d)\)"
+SCORES = r"learned:score\(cheap:(\d\.\d\d),mid:(\d\.\d\d)\)"
+PROBS = r";p\(cheap:(\d\.\d\d),mid:(\d\.\d\d)\)"
+
+
+def reason_pattern(verdict: str) -> str:
+    """The learned reason: the scores, how they compare with the thresholds, then the probabilities."""
+    return SCORES + re.escape(verdict) + PROBS
+
 
 _clients: list[openai.OpenAI] = []
 
@@ -88,23 +97,23 @@ def test_threshold_zero_starts_every_auto_request_at_cheap(
     for text in (EASY, CODE, PROOF, CHAT):
         tier, model, reason = ask(proxy, text)
         assert (tier, model) == ("cheap", "cheap-a"), (text, reason)
-        assert reason.startswith("learned:p(")
-        assert re.fullmatch(PROBS + ">=0", reason), reason
+        assert reason.startswith("learned:score(")
+        assert re.fullmatch(reason_pattern(">=0"), reason), reason
         assert openai_upstream.requests[-1].body["model"] == "cheap-a"
 
 
 def test_unreachable_threshold_sends_every_auto_request_to_premium(
     start_proxy: Any, openai_upstream: FakeUpstream, artifact: Path, loaded: LearnedRouter
 ) -> None:
-    # The synthetic router is never that sure: no threshold of 1 can be reached.
+    # A routing score is below 1 by construction: no threshold of 1 can be reached.
     for text in (EASY, CODE, PROOF, CHAT):
         assert loaded.predict_request(request(text)).max() < 1.0
     proxy = learned_proxy(start_proxy, openai_upstream, artifact, threshold=1.0)
     for text in (EASY, CODE, PROOF, CHAT):
         tier, model, reason = ask(proxy, text)
         assert (tier, model) == ("premium", "premium-a")
-        assert reason.startswith("learned:p(") and "<thresholds" in reason
-        assert re.fullmatch(PROBS + "<thresholds", reason), reason
+        assert reason.startswith("learned:score(") and "<thresholds;p(" in reason
+        assert re.fullmatch(reason_pattern("<thresholds"), reason), reason
 
 
 def test_a_middle_threshold_routes_by_what_the_router_learned(
@@ -115,12 +124,13 @@ def test_a_middle_threshold_routes_by_what_the_router_learned(
     for text, want in expected.items():
         tier, _, reason = ask(proxy, text)
         assert tier == want, (text, reason)
-        assert reason.endswith("<thresholds" if want == "premium" else ">=0.5"), reason
-        # The probabilities shown are the router's, to two decimals.
-        match = re.match(PROBS, reason)
-        assert match is not None
-        p = loaded.predict_request(request(text))
-        assert match.groups() == (f"{p[0]:.2f}", f"{p[1]:.2f}")
+        match = re.fullmatch(reason_pattern("<thresholds" if want == "premium" else ">=0.5"), reason)
+        assert match is not None, reason
+        # The scores and the probabilities shown are the router's, to two decimals.
+        scores, p = loaded.predict_request(request(text)), loaded.proba_request(request(text))
+        assert match.groups() == (f"{scores[0]:.2f}", f"{scores[1]:.2f}", f"{p[0]:.2f}", f"{p[1]:.2f}")
+        # The tier is the cheapest whose score reaches the threshold.
+        assert tier == next((t for t, v in zip(("cheap", "mid"), scores, strict=True) if v >= 0.5), "premium")
 
 
 def test_per_tier_thresholds_override_the_default(
@@ -131,7 +141,7 @@ def test_per_tier_thresholds_override_the_default(
     for text in (EASY, PROOF):
         tier, model, reason = ask(proxy, text)
         assert (tier, model) == ("mid", "mid-a")
-        assert re.fullmatch(PROBS + ">=0", reason), reason
+        assert re.fullmatch(reason_pattern(">=0"), reason), reason
 
 
 def test_per_tier_threshold_for_mid_only(
@@ -140,9 +150,9 @@ def test_per_tier_threshold_for_mid_only(
     # Cheap at the learned 0.5, mid unreachable: easy prompts stay cheap, code goes premium.
     proxy = learned_proxy(start_proxy, openai_upstream, artifact, threshold=0.5, thresholds={"mid": 1.0})
     tier, _, reason = ask(proxy, EASY)
-    assert tier == "cheap" and reason.endswith(">=0.5")
+    assert tier == "cheap" and re.fullmatch(reason_pattern(">=0.5"), reason), reason
     tier, _, reason = ask(proxy, CODE)
-    assert tier == "premium" and reason.endswith("<thresholds")
+    assert tier == "premium" and re.fullmatch(reason_pattern("<thresholds"), reason), reason
 
 
 def test_blacklist_still_forces_premium_after_a_cheap_learned_start(
@@ -178,7 +188,7 @@ def test_user_tier_cap_lowers_a_premium_learned_start(
     tier, _, reason = ask(proxy, PROOF, extra_headers={"x-tierwise-user-tier": "free"})
     assert (tier, reason) == ("cheap", "rule:user_tier=free")
     tier, _, reason = ask(proxy, PROOF)
-    assert tier == "premium" and reason.endswith("<thresholds")
+    assert tier == "premium" and re.fullmatch(reason_pattern("<thresholds"), reason), reason
 
 
 def test_explicit_tier_and_model_are_unaffected(
@@ -203,10 +213,25 @@ def test_streaming_carries_the_learned_reason(
         reason = response.headers["x-tierwise-reason"]
         request_id = response.headers["x-tierwise-request-id"]
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
-    assert re.fullmatch(PROBS + ">=0.5", reason), reason
+    assert re.fullmatch(reason_pattern(">=0.5"), reason), reason
     assert text == f"cheap-a says: {EASY[:60]}"
     record = proxy.record(request_id)
     assert record.reason == reason and record.stream
+
+
+def test_the_auto_policy_compares_the_probabilities_with_its_bands(
+    start_proxy: Any, openai_upstream: FakeUpstream, artifact: Path, loaded: LearnedRouter
+) -> None:
+    """The auto policy's bands say how sure the classifier is: they read P, not the cost-aware score."""
+    scores, p = loaded.score_and_proba_request(request(EASY))
+    assert p[0] > scores[0] + 0.02  # a band between the two tells which one is compared
+    band = round(float(p[0] + scores[0]) / 2, 3)
+    classifier = {"type": "learned", "artifact": str(artifact)}
+    routing = {"policy": "auto", "classifier": classifier, "auto": {"confident_cheap": band}}
+    proxy = start_proxy(router_config(openai_upstream.base_url, routing=routing))
+    tier, model, reason = ask(proxy, EASY)
+    assert (tier, model) == ("cheap", "cheap-a")
+    assert reason == f"auto:direct(p(cheap:{p[0]:.2f},mid:{p[1]:.2f})>={band:g})"
 
 
 def test_rules_classifier_is_the_default(start_proxy: Any, openai_upstream: FakeUpstream) -> None:

@@ -23,7 +23,7 @@ from tierwise.errors import ConfigError
 from tierwise.evals.dataset import EvalRecord
 from tierwise.evals.metrics import OutcomeTable
 
-FORMAT = "tierwise-router/1"
+FORMAT = "tierwise-router/2"  # 2: the model family's own arrays (LearnedRouter.state)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -43,6 +43,7 @@ def out_of_fold_metrics(
     from tierwise.evals.sweep import kfold_predict, sweep
 
     scores = kfold_predict(LearnedRouter, records, table, folds=folds)
+    proba = kfold_predict(_Probabilities, records, table, folds=folds)
     base = Baselines.of(table)
     curve = [p for _, p in sweep(table, scores)]
     labels = table.scores[:, :-1] >= table.scores[:, -1:] - 1e-9
@@ -50,8 +51,15 @@ def out_of_fold_metrics(
         "folds": folds,
         "apgr": apgr(curve, base),
         "saving_at_q95": saving_at_quality(curve, base, 0.95),
-        "auc": {t: _auc(labels[:, j], scores[:, j]) for j, t in enumerate(table.tiers[:-1])},
+        "auc": {t: _auc(labels[:, j], proba[:, j]) for j, t in enumerate(table.tiers[:-1])},
     }
+
+
+class _Probabilities(LearnedRouter):
+    """The router predicting its probabilities (what an AUC is of), not its routing scores."""
+
+    def predict(self, records: Sequence[EvalRecord]) -> Any:
+        return self.predict_proba(records)
 
 
 def _auc(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> float:
@@ -80,7 +88,9 @@ def hyperparameters(router: LearnedRouter) -> dict[str, Any]:
 
 
 def save_router(router: LearnedRouter, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``router`` (fitted) to ``path``; ``extra`` adds to the metadata (data hash, metrics...)."""
+    """Write ``router`` (fitted) to ``path``; ``extra`` adds to the metadata (data hash, metrics...). A family
+    that has no pickle-free form (gbdt) is a ValueError, raised before anything is written."""
+    arrays: dict[str, Any] = router.state()
     meta = {
         "format": FORMAT,
         "tierwise": __version__,
@@ -99,11 +109,7 @@ def save_router(router: LearnedRouter, path: str | Path, *, extra: dict[str, Any
             handle,
             meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
             vocabulary=np.frombuffer(orjson.dumps(vocabulary), dtype=np.uint8),
-            idf=router.idf_.astype(np.float32),
-            coef=router.coef_.astype(np.float32),
-            intercept=router.intercept_,
-            dense_mean=router.dense_mean_,
-            dense_scale=router.dense_scale_,
+            **arrays,
         )
     return out
 
@@ -137,11 +143,7 @@ def load_router(path: str | Path) -> tuple[LearnedRouter, dict[str, Any]]:
             router = LearnedRouter(**meta["hyperparameters"])
             vocabulary = orjson.loads(archive["vocabulary"].tobytes())
             router.vocabulary_ = {t: i for i, t in enumerate(vocabulary)}
-            router.idf_ = archive["idf"].astype(np.float64)
-            router.coef_ = archive["coef"].astype(np.float64)
-            router.intercept_ = archive["intercept"]
-            router.dense_mean_ = archive["dense_mean"]
-            router.dense_scale_ = archive["dense_scale"]
+            router.set_state(archive)
             router.tiers_ = tuple(meta["tiers"])
             router.models_ = tuple(meta["models"])
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:

@@ -113,12 +113,17 @@ class LearnedStart:
 
     def start(self, request: ChatRequest, features: Features) -> tuple[str, str]:
         # The router computes its own features, exactly as in training: the config's keyword sets may differ.
-        p = self.router.predict_request(request)
-        shown = ",".join(f"{t}:{v:.2f}" for t, v in zip(self.tiers, p, strict=False))
-        for tier, prob, threshold in zip(self.tiers, p, self.thresholds, strict=False):
-            if prob >= threshold:
-                return tier, f"learned:p({shown})>={threshold:g}"
-        return self.tiers[-1], f"learned:p({shown})<thresholds"
+        scores, p = self.router.score_and_proba_request(request)
+        shown = _by_tier(self.tiers, scores)
+        probs = _by_tier(self.tiers, p)
+        for tier, score, threshold in zip(self.tiers, scores, self.thresholds, strict=False):
+            if score >= threshold:
+                return tier, f"learned:score({shown})>={threshold:g};p({probs})"
+        return self.tiers[-1], f"learned:score({shown})<thresholds;p({probs})"
+
+
+def _by_tier(tiers: list[str], values: Any) -> str:
+    return ",".join(f"{t}:{v:.2f}" for t, v in zip(tiers, values, strict=False))
 
 
 @dataclass(slots=True)
@@ -244,8 +249,9 @@ class Engine:
         """The auto policy: direct where the learned classifier is confident, a cascade where it is not."""
         assert self.learned is not None
         bands = self.config.routing.auto
-        p = self.learned.router.predict_request(request)
-        shown = ",".join(f"{t}:{v:.2f}" for t, v in zip(self.config.tier_names, p, strict=False))
+        # The bands are on probabilities: how sure the classifier is, whatever the costs.
+        p = self.learned.router.proba_request(request)
+        shown = _by_tier(self.config.tier_names, p)
         if p[0] >= bands.confident_cheap:
             return self.config.tier_names[0], f"auto:direct(p({shown})>={bands.confident_cheap:g})", "direct"
         if float(p.max()) < bands.confident_premium:

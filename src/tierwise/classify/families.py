@@ -1,0 +1,253 @@
+"""The model families of the learned router (tierwise.classify.learned) and its cost-aware routing score.
+
+Every family turns the same representation into P(tier j answers as well as premium), per non-premium tier:
+
+- ``logreg``: one logistic regression per tier over the TF-IDF terms and the scaled request features.
+- ``knn``: the k most cosine-similar training prompts; P is their similarity-weighted share of label 1, shrunk
+  towards the tier's base rate by ``prior`` pseudo-neighbours (a prompt with no close neighbour gets the base
+  rate, not a guess).
+- ``gbdt``: gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier) over the request features
+  and a TruncatedSVD projection of the TF-IDF.
+- ``blend``: the mean of ``logreg`` and ``knn``.
+
+Fitting uses scikit-learn and scipy. Predicting ``logreg``, ``knn`` and ``blend`` is numpy only (what the
+proxy runs on every request and what a saved artifact holds); ``gbdt`` predicts with its scikit-learn models.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tierwise.evals.metrics import FloatArray
+
+FAMILIES = ("logreg", "knn", "gbdt", "blend")
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+F32Array = npt.NDArray[np.float32]
+
+
+def check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"unsupported learned router family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def learnable(y: BoolArray, min_examples: int) -> bool:
+    """Whether a tier has ``min_examples`` prompts of each label; if not, it predicts its base rate."""
+    return int(y.sum()) >= min_examples and int((~y).sum()) >= min_examples
+
+
+def base_rate(y: BoolArray) -> float:
+    return min(max(float(y.mean()) if len(y) else 0.5, 1e-6), 1 - 1e-6)
+
+
+# ---- logistic regression ----
+
+
+def fit_logreg(x: Any, labels: BoolArray, c: float, min_examples: int) -> tuple[FloatArray, FloatArray]:
+    """(coef, intercept), one row per tier; a tier it cannot learn gets the log-odds of its base rate."""
+    from sklearn.linear_model import LogisticRegression
+
+    coef = np.zeros((labels.shape[1], x.shape[1]))
+    intercept = np.zeros(labels.shape[1])
+    for j in range(labels.shape[1]):
+        y = labels[:, j]
+        if not learnable(y, min_examples):
+            rate = base_rate(y)
+            intercept[j] = math.log(rate / (1 - rate))
+            continue
+        model = LogisticRegression(C=c, max_iter=2000, solver="liblinear").fit(x, y)
+        coef[j] = model.coef_[0]
+        intercept[j] = model.intercept_[0]
+    return coef, intercept
+
+
+def logreg_proba(
+    coef: FloatArray, intercept: FloatArray, idx: IntArray, val: FloatArray, dense: FloatArray
+) -> FloatArray:
+    n_terms = coef.shape[1] - len(dense)
+    z = coef[:, idx] @ val + coef[:, n_terms:] @ dense + intercept
+    out: FloatArray = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+# ---- k nearest neighbours ----
+
+
+class Neighbours:
+    """The training prompts as unit vectors, laid out to find a query's cosine similarities with numpy alone.
+
+    Terms found in at least ``FREQUENT`` of the prompts (instructions, function words) are a dense block,
+    term by prompt, so a long prompt's common words cost one matrix-vector product; the other terms are
+    postings (per term, the prompts holding it and their weights); the request features are rows. Stored in
+    float32, which is what a saved artifact holds, so a loaded router predicts exactly what it did in memory.
+    """
+
+    FREQUENT = 0.05
+
+    def __init__(
+        self,
+        frequent: IntArray,
+        block: F32Array,
+        term_ptr: IntArray,
+        docs: npt.NDArray[np.int32],
+        weights: F32Array,
+        dense: F32Array,
+        labels: F32Array,
+    ) -> None:
+        self.frequent, self.block, self.term_ptr, self.docs = frequent, block, term_ptr, docs
+        self.weights, self.dense, self.labels = weights, dense, labels
+
+    @classmethod
+    def build(cls, text: Any, dense: FloatArray, labels: FloatArray) -> Neighbours:
+        """``text``: scipy sparse (n, terms), rows L2-normalised; ``dense``: (n, features), already scaled;
+        ``labels``: (n, tiers), what each neighbour says of each tier."""
+        norms = np.sqrt(np.asarray(text.multiply(text).sum(axis=1)).ravel() + (dense * dense).sum(axis=1))
+        norms[norms == 0] = 1.0
+        by_term = text.multiply(1.0 / norms[:, None]).tocsc().astype(np.float32)
+        by_term.sort_indices()
+        df = np.diff(by_term.indptr)
+        common = np.flatnonzero(df >= max(2.0, cls.FREQUENT * text.shape[0]))
+        frequent = np.full(text.shape[1], -1, dtype=np.int64)
+        frequent[common] = np.arange(len(common))
+        block = np.asarray(by_term[:, common].T.todense(), dtype=np.float32).reshape(len(common), -1)
+        in_block = np.repeat(frequent >= 0, df)  # per stored entry: is its term in the block?
+        by_term.data[in_block] = 0  # then its postings go
+        by_term.eliminate_zeros()
+        return cls(
+            frequent,
+            block,
+            np.asarray(by_term.indptr, dtype=np.int64),
+            np.asarray(by_term.indices, dtype=np.int32),
+            np.asarray(by_term.data, dtype=np.float32),
+            (dense / norms[:, None]).astype(np.float32),
+            labels.astype(np.float32),
+        )
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        return {
+            "knn_frequent": self.frequent, "knn_block": self.block, "knn_term_ptr": self.term_ptr,
+            "knn_docs": self.docs, "knn_weights": self.weights, "knn_dense": self.dense,
+            "knn_labels": self.labels,
+        }  # fmt: skip
+
+    @classmethod
+    def from_arrays(cls, a: Any) -> Neighbours:
+        return cls(*(np.asarray(a[f"knn_{name}"]) for name in cls.NAMES))
+
+    NAMES = ("frequent", "block", "term_ptr", "docs", "weights", "dense", "labels")
+
+    def similarities(self, idx: IntArray, val: FloatArray, dense: FloatArray) -> FloatArray:
+        """Cosine similarity of a query (term indices and weights, scaled dense features) with each prompt."""
+        norm = math.sqrt(float(val @ val) + float(dense @ dense)) or 1.0
+        val = val / norm
+        sims: FloatArray = self.dense @ (dense / norm)
+        rows = self.frequent[idx]
+        common = rows >= 0
+        if common.any():
+            query = np.zeros(len(self.block), dtype=np.float32)
+            query[rows[common]] = val[common]
+            sims += query @ self.block
+        starts, ends = self.term_ptr[idx], self.term_ptr[idx + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if total:
+            offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+            weights = self.weights[offsets] * np.repeat(val, lengths)
+            sims += np.bincount(self.docs[offsets], weights=weights, minlength=len(sims))
+        return sims
+
+    def proba(self, sims: FloatArray, k: int, prior: float, base: FloatArray) -> FloatArray:
+        """Similarity-weighted share of label 1 among the k most similar prompts (at most a quarter of them),
+        with ``prior * k`` pseudo-neighbours at the tier's base rate."""
+        k = max(1, min(k, len(sims) // 4))
+        prior *= k
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        w = np.maximum(sims[top], 0.0)
+        out: FloatArray = (w @ self.labels[top] + prior * base) / (w.sum() + prior)
+        return out
+
+
+# ---- gradient boosting ----
+
+
+class Boosted:
+    """TruncatedSVD of the TF-IDF plus the dense features, then a HistGradientBoostingClassifier per tier."""
+
+    def __init__(self, components: int, rates: FloatArray) -> None:
+        self.components, self.rates = components, rates
+        self.svd: Any = None
+        self.models: list[Any] = []
+
+    def inputs(self, text: Any, dense: FloatArray) -> FloatArray:
+        projected = self.svd.transform(text) if self.svd is not None else np.zeros((text.shape[0], 0))
+        return np.hstack([projected, dense])
+
+    def fit(self, text: Any, dense: FloatArray, labels: BoolArray, min_examples: int) -> Boosted:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        n_components = min(self.components, text.shape[1] - 1, text.shape[0] - 1)
+        if n_components >= 1:
+            self.svd = TruncatedSVD(n_components, random_state=0).fit(text)
+        x = self.inputs(text, dense)
+        self.models = []
+        for j in range(labels.shape[1]):
+            y = labels[:, j]
+            if not learnable(y, min_examples) or x.shape[1] == 0:
+                self.models.append(None)
+                continue
+            model = HistGradientBoostingClassifier(
+                max_iter=50, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10,
+                l2_regularization=1.0, early_stopping=False, random_state=0,
+            )  # fmt: skip
+            self.models.append(model.fit(x, y))
+        return self
+
+    def proba(self, text: Any, dense: FloatArray) -> FloatArray:
+        x = self.inputs(text, dense)
+        out = np.tile(self.rates, (x.shape[0], 1))
+        for j, model in enumerate(self.models):
+            if model is not None:
+                out[:, j] = model.predict_proba(x)[:, 1]
+        return out
+
+
+# ---- the cost-aware routing score ----
+
+
+def routing_scores(p: FloatArray, costs: FloatArray, risk_scale: FloatArray, kappa: float) -> FloatArray:
+    """Per non-premium tier, a score in [0, 1) that orders routing by dollars saved per unit of quality
+    risked.
+
+    Sending a prompt to tier j instead of premium saves ``costs[-1] - costs[j]`` (predicted) and risks
+    ``(1 - p[j]) * risk_scale[j]`` of quality (the tier's mean shortfall when it does worse). At an
+    exchange rate lam (dollars per unit of quality) the best choice maximises saving - lam * risk; as lam
+    grows, it moves from cheap tiers to dearer, safer ones and finally to premium. A tier's score is
+    lam / (lam + kappa) at the rate where it stops being the best choice (0 if it never is), so "the cheapest
+    tier whose score reaches t", the rule every threshold applies, picks the best tier at the rate
+    kappa * t / (1 - t). kappa, the training set's rate for mixing cheap-only with premium-only, puts 0.5
+    where the router beats that mixing.
+    """
+    costs = np.maximum.accumulate(costs)  # a dearer tier never costs less than a cheaper one
+    saving = costs[-1] - costs[:-1]
+    risk = np.maximum(1.0 - p, 1e-9) * risk_scale
+    out = np.zeros(len(p))
+    if not np.any(saving > 0):
+        return out
+    current = int(np.argmax(np.where(saving > 0, saving - 1e-12 * risk, -np.inf)))
+    rate = 0.0
+    while True:
+        leave, nxt = saving[current] / risk[current], -1
+        for j in range(len(p)):
+            if risk[j] < risk[current] and saving[j] > 0:
+                cross = (saving[current] - saving[j]) / (risk[current] - risk[j])
+                if rate <= cross < leave:
+                    leave, nxt = cross, j
+        out[current] = leave / (leave + kappa)
+        if nxt < 0:
+            return out
+        rate, current = leave, nxt
