@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,13 +27,14 @@ from tierwise.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from tierwise.features import Features, estimate_tokens
+from tierwise.features import Features
 from tierwise.gates import Gate, build_gates
-from tierwise.messages import ChatRequest, ChatResponse, StreamAccumulator, StreamDelta, Usage
+from tierwise.messages import ChatRequest, ChatResponse, Usage
 from tierwise.policy.cascade import run_cascade
 from tierwise.policy.direct import PlannedModel, plan_from_tier
+from tierwise.policy.streaming import OpenedStream, StreamingCompletion, already_open, open_stream
 from tierwise.pricing import Pricing
-from tierwise.providers.base import Provider, ProviderResult, ProviderStream
+from tierwise.providers.base import Provider, ProviderResult
 from tierwise.store import RecordSink
 from tierwise.store.records import Attempt, RecordStatus, RoutingRecord
 
@@ -124,15 +125,6 @@ class LearnedStart:
 
 def _by_tier(tiers: list[str], values: Any) -> str:
     return ",".join(f"{t}:{v:.2f}" for t, v in zip(tiers, values, strict=False))
-
-
-@dataclass(slots=True)
-class _Opened:
-    """A stream whose first event has arrived (or that ended before any)."""
-
-    stream: ProviderStream
-    iterator: AsyncIterator[StreamDelta]
-    first: StreamDelta | None
 
 
 @dataclass(slots=True)
@@ -414,8 +406,8 @@ class Engine:
         route = route or self.route(request, ctx)
         attempts: list[Attempt] = []
 
-        async def call(provider: Provider, model: str, timeout: float) -> _Opened:
-            return await _open(provider.stream(request, model, timeout=timeout))
+        async def call(provider: Provider, model: str, timeout: float) -> OpenedStream:
+            return await open_stream(provider.stream(request, model, timeout=timeout))
 
         try:
             spec, gates = self.cascade_for(route.request_class)
@@ -425,16 +417,16 @@ class Engine:
                 planned, opened = await self._with_retries(route, attempts, call)
             elif route.policy == "cascade":
 
-                def open_last(req: ChatRequest) -> Callable[[Provider, str, float], Awaitable[_Opened]]:
-                    async def opener(provider: Provider, model: str, timeout: float) -> _Opened:
-                        return await _open(provider.stream(req, model, timeout=timeout))
+                def open_last(req: ChatRequest) -> Callable[[Provider, str, float], Awaitable[OpenedStream]]:
+                    async def opener(provider: Provider, model: str, timeout: float) -> OpenedStream:
+                        return await open_stream(provider.stream(req, model, timeout=timeout))
 
                     return opener
 
                 planned, got = await run_cascade(
                     self, request, route, attempts, gates, spec, open_last=open_last
                 )
-                opened = got if isinstance(got, _Opened) else await _open(_ready(got))
+                opened = got if isinstance(got, OpenedStream) else await open_stream(already_open(got))
             else:
                 planned, opened = await self._with_retries(route, attempts, call)
         except AllAttemptsFailed as exc:
@@ -535,24 +527,6 @@ class Engine:
             await provider.aclose()
 
 
-async def _open(starting: Awaitable[ProviderStream]) -> _Opened:
-    """Open a stream and wait for its first event, so that failures before it can still be retried."""
-    opened = await starting
-    iterator = aiter(opened)
-    try:
-        first = await anext(iterator)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await opened.aclose()
-        raise
-    return _Opened(opened, iterator, first)
-
-
-async def _ready(stream: ProviderStream) -> ProviderStream:
-    return stream
-
-
 def _as_upstream_error(exc: Exception, timeout: float) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
@@ -561,84 +535,3 @@ def _as_upstream_error(exc: Exception, timeout: float) -> UpstreamError:
         # Anthropic); another model may take it, so move on without retrying.
         return UpstreamError(f"cannot send to this upstream: {exc.message}", status=400)
     return UpstreamTimeout(f"no answer in {timeout:g}s")
-
-
-class StreamingCompletion:
-    """An answer being streamed. Iterate it for deltas; the record is written when the stream ends,
-    however it ends (finished, failed upstream, or abandoned by the client)."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        request: ChatRequest,
-        ctx: RequestContext,
-        route: Route,
-        attempts: list[Attempt],
-        planned: PlannedModel,
-        opened: _Opened,
-    ) -> None:
-        self.route = route
-        self.planned = planned
-        self.meta = opened.stream.meta
-        self.created = int(time.time())
-        self.record: RoutingRecord | None = None
-        self._engine, self._request, self._ctx, self._attempts = engine, request, ctx, attempts
-        self._opened, self._iterator, self._first = opened.stream, opened.iterator, opened.first
-        self.accumulated = StreamAccumulator(id=ctx.request_id, model=planned.model, created=self.created)
-
-    async def __aiter__(self) -> AsyncIterator[StreamDelta]:
-        status: RecordStatus = "error"
-        error: str | None = "the client went away before the stream ended"
-        timeout = self._engine.config.retry.timeout_s
-        iterator = self._iterator
-        try:
-            if self._first is not None:
-                self.accumulated.add(self._first)
-                yield self._first
-                while True:
-                    try:
-                        async with asyncio.timeout(timeout):
-                            delta = await anext(iterator)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise UpstreamTimeout(f"the stream stalled for {timeout:g}s") from None
-                    self.accumulated.add(delta)
-                    yield delta
-            status, error = "ok", None
-        except UpstreamError as exc:
-            error = f"upstream failed mid-stream: {exc.message}"
-            raise
-        except Exception as exc:
-            error = f"internal error mid-stream: {exc!r}"
-            raise
-        finally:
-            await self._opened.aclose()
-            self._finish(status, error)
-
-    def _finish(self, status: RecordStatus, error: str | None) -> None:
-        response = self.accumulated.response()
-        if self.accumulated.usage is None:
-            # The upstream sent no usage (or broke off): estimate the tokens that were produced.
-            out = estimate_tokens(response.content or "") + sum(
-                estimate_tokens(c.arguments) for c in response.tool_calls
-            )
-            response.usage = Usage(self.route.features.input_tokens, out)
-        last = self._attempts[-1]
-        last.input_tokens, last.output_tokens = response.usage.input_tokens, response.usage.output_tokens
-        last.cost_usd = self._engine._attempt_cost(self.planned.model, response.usage, self._opened.cost_usd)
-        if status != "ok":
-            last.status, last.error = "error", error
-        record = self._engine._record(
-            self._request,
-            self._ctx,
-            self.route,
-            self._attempts,
-            status,
-            200,
-            response=response,
-            planned=self.planned,
-            error=error,
-        )
-        self.record = record
-        self._engine._submit(record)

@@ -23,7 +23,8 @@ from starlette.routing import Route
 from tierwise.config import RouterConfig, load_config
 from tierwise.errors import AllAttemptsFailed, AuthenticationError, ConfigError, RequestError, UpstreamError
 from tierwise.messages import Usage
-from tierwise.policy.engine import Completion, Engine, RequestContext, StreamingCompletion
+from tierwise.policy.engine import Completion, Engine, RequestContext
+from tierwise.policy.streaming import StreamingCompletion
 from tierwise.providers import build_providers
 from tierwise.store import SQLiteStore
 from tierwise.wire import openai as wire
