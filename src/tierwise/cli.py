@@ -156,6 +156,17 @@ def _tier_list(value: str) -> list[str]:
     return models
 
 
+def _outcomes(records: list[Any], models: list[str]) -> Any:
+    """The records' outcome table for ``models``; exits 2 naming what the data lacks."""
+    from tierwise.evals.metrics import OutcomeError, OutcomeTable
+
+    try:
+        return OutcomeTable.from_records(records, models)
+    except OutcomeError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 def _load_data(path: Path, skip_invalid: bool) -> list[Any]:
     from tierwise.evals.dataset import DatasetError, iter_records
 
@@ -299,15 +310,10 @@ def train(
     """Train the learned router on a routing eval set and save it for the proxy (routing.classifier)."""
     from tierwise.classify.artifact import file_sha256, out_of_fold_metrics, save_router
     from tierwise.classify.learned import LearnedRouter
-    from tierwise.evals.metrics import OutcomeError, OutcomeTable
 
     models = _tier_list(tiers)
     records = _load_data(data, skip_invalid)
-    try:
-        table = OutcomeTable.from_records(records, models)
-    except OutcomeError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    table = _outcomes(records, models)
     router = LearnedRouter().fit(records, table)
     metrics = out_of_fold_metrics(records, table, folds=folds) if folds > 1 else {}
     extra = {
@@ -340,15 +346,14 @@ def train_gate(
 ) -> None:
     """Train the learned gate (P(an answer is as good as premium's)) for a cascade's `learned` gate."""
     from tierwise.classify.artifact import file_sha256
-    from tierwise.evals.metrics import OutcomeError, OutcomeTable
     from tierwise.gates.learned import AnswerScorer
 
     models = _tier_list(tiers)
     records = _load_data(data, skip_invalid)
+    table = _outcomes(records, models)
     try:
-        table = OutcomeTable.from_records(records, models)
         scorer = AnswerScorer().fit(records, table)
-    except (OutcomeError, ValueError) as exc:
+    except ValueError as exc:
         err.print(f"[red]error[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     scorer.save(
@@ -385,7 +390,6 @@ def calibrate(
     """Pick the learned router's threshold for a quality or cost target, cross-validated on the data."""
     from tierwise.classify.calibrate import Target, write_threshold
     from tierwise.classify.calibrate import calibrate as run_calibration
-    from tierwise.evals.metrics import OutcomeError, OutcomeTable
 
     try:
         target = Target(target_quality, max_cost_share, budget_usd_per_1k)
@@ -413,11 +417,7 @@ def calibrate(
         )
         raise typer.Exit(2)
     records = _load_data(data, skip_invalid)
-    try:
-        table = OutcomeTable.from_records(records, models)
-    except OutcomeError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    table = _outcomes(records, models)
     result = run_calibration(records, table, target, folds=folds)
     threshold = min(result.threshold, 1.0)
     out.print(

@@ -87,6 +87,24 @@ def hyperparameters(router: LearnedRouter) -> dict[str, Any]:
     return {name: getattr(router, name) for name in names}
 
 
+def write_archive(
+    path: str | Path, meta: dict[str, Any], vocabulary: dict[str, int], arrays: dict[str, Any]
+) -> Path:
+    """One artifact file: JSON metadata, the vocabulary in index order, and named arrays (no pickle)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as handle:
+        np.savez_compressed(
+            handle,
+            meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+            vocabulary=np.frombuffer(
+                orjson.dumps(sorted(vocabulary, key=vocabulary.__getitem__)), dtype=np.uint8
+            ),
+            **arrays,
+        )
+    return out
+
+
 def save_router(router: LearnedRouter, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``router`` (fitted) to ``path``; ``extra`` adds to the metadata (data hash, metrics...). A family
     that has no pickle-free form (gbdt) is a ValueError, raised before anything is written."""
@@ -101,17 +119,7 @@ def save_router(router: LearnedRouter, path: str | Path, *, extra: dict[str, Any
         "hyperparameters": hyperparameters(router),
         **(extra or {}),
     }
-    vocabulary = sorted(router.vocabulary_, key=router.vocabulary_.__getitem__)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("wb") as handle:
-        np.savez_compressed(
-            handle,
-            meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
-            vocabulary=np.frombuffer(orjson.dumps(vocabulary), dtype=np.uint8),
-            **arrays,
-        )
-    return out
+    return write_archive(path, meta, router.vocabulary_, arrays)
 
 
 def load_router(path: str | Path) -> tuple[LearnedRouter, dict[str, Any]]:

@@ -166,18 +166,16 @@ class AnswerScorer:
             "hyperparameters": {"min_df": self.min_df, "max_terms": self.max_terms, "c": self.c},
             **(extra or {}),
         }
-        vocabulary = sorted(self.vocabulary_, key=self.vocabulary_.__getitem__)
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("wb") as handle:
-            np.savez_compressed(
-                handle,
-                meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
-                vocabulary=np.frombuffer(orjson.dumps(vocabulary), dtype=np.uint8),
-                idf=self.idf_, coef=self.coef_.astype(np.float32), intercept=self.intercept_,
-                dense_mean=self.dense_mean_, dense_scale=self.dense_scale_,
-            )  # fmt: skip
-        return out
+        from tierwise.classify.artifact import write_archive
+
+        arrays = {
+            "idf": self.idf_,
+            "coef": self.coef_.astype(np.float32),
+            "intercept": self.intercept_,
+            "dense_mean": self.dense_mean_,
+            "dense_scale": self.dense_scale_,
+        }
+        return write_archive(path, meta, self.vocabulary_, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> AnswerScorer:
