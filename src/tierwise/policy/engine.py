@@ -372,7 +372,7 @@ class Engine:
         self, request: ChatRequest, ctx: RequestContext, route: Route | None = None
     ) -> Completion:
         """Route and answer ``request``. Always leaves a record, whether it succeeds or raises."""
-        route = route or self.route(request, ctx)
+        route = route or await self.decide(request, ctx)
         attempts: list[Attempt] = []
 
         async def call(provider: Provider, model: str, timeout: float) -> ProviderResult:
@@ -403,7 +403,7 @@ class Engine:
     ) -> StreamingCompletion:
         """Route and open a streamed answer. Retries and fallbacks happen before the first event reaches the
         client; a failure after that ends the stream with an error (and is recorded)."""
-        route = route or self.route(request, ctx)
+        route = route or await self.decide(request, ctx)
         attempts: list[Attempt] = []
 
         async def call(provider: Provider, model: str, timeout: float) -> OpenedStream:
