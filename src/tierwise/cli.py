@@ -436,5 +436,55 @@ def calibrate(
         out.print(f"wrote routing.classifier.threshold = {threshold:.4f} to {config}", highlight=False)
 
 
+@app.command()
+def report(
+    since: Annotated[str, typer.Option(help="How far back: 7d, 24h, 30m...")] = "7d",
+    config: ConfigOption = None,
+    db: Annotated[Path | None, typer.Option("--db", help="The records file (default: the config's).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON.")] = None,
+) -> None:
+    """Per-class cost against premium-only, escalation health, errors and latency, from the records."""
+    import orjson
+    from rich.table import Table
+
+    from tierwise.report import parse_since, summarize, warnings
+    from tierwise.store import SQLiteStore
+
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(2) from None
+    path = db if db is not None else _load(config).store.resolved_path()
+    if not path.exists():
+        err.print(
+            f"no records at {path}: serve some requests first, or name the file with --db", highlight=False
+        )
+        raise typer.Exit(2)
+    summary = summarize(SQLiteStore(path).query(since=start))
+    table = Table(title=f"{path}: the last {since}")
+    for column in ("class", "requests", "errors", "cost $", "premium-only $", "saving", "escalated", "health",
+                   "p50 ms", "p95 ms"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("class", "health") else "right")
+
+    def pct(value: float | None) -> str:
+        return "" if value is None else f"{value:.1%}"
+
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.1f}"
+
+    for name, row in summary.items():
+        table.add_row(
+            name, str(row["requests"]), str(row["errors"]), f"{row['cost_usd']:.4f}",
+            f"{row['baseline_cost_usd']:.4f}", pct(row["saving"]), pct(row["escalation_rate"]), row["health"],
+            ms(row["latency_ms"]["p50"]), ms(row["latency_ms"]["p95"]),
+        )  # fmt: skip
+    out.print(table)
+    for line in warnings(summary):
+        out.print(f"[yellow]warning[/yellow] {line}", highlight=False)
+    if json_out:
+        json_out.write_bytes(orjson.dumps({"since": since, "classes": summary}, option=orjson.OPT_INDENT_2))
+
+
 def main() -> None:
     app()
