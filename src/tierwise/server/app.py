@@ -23,10 +23,11 @@ from starlette.routing import Route
 from tierwise.config import RouterConfig, load_config
 from tierwise.errors import AllAttemptsFailed, AuthenticationError, ConfigError, RequestError, UpstreamError
 from tierwise.messages import Usage
+from tierwise.metrics import CONTENT_TYPE, Metrics, MetricsSink
 from tierwise.policy.engine import Completion, Engine, RequestContext
 from tierwise.policy.streaming import StreamingCompletion
 from tierwise.providers import build_providers
-from tierwise.store import SQLiteStore
+from tierwise.store import RecordSink, SQLiteStore
 from tierwise.wire import openai as wire
 
 _JSON = "application/json"
@@ -64,9 +65,13 @@ class Proxy:
         store: SQLiteStore | None,
         *,
         config_path: Path | None = None,
+        sink: RecordSink | None = None,
     ) -> None:
         self.store = store
         self.config_path = config_path
+        # Where a reloaded engine writes its records (the metrics, then the store).
+        self.sink: RecordSink | None = sink if sink is not None else store
+        self.metrics: Metrics | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._apply(config, engine)
 
@@ -82,7 +87,7 @@ class Proxy:
 
         def build() -> tuple[RouterConfig, Engine]:
             config = load_config(self.config_path)
-            return config, Engine(config, build_providers(config), sink=self.store)
+            return config, Engine(config, build_providers(config), sink=self.sink)
 
         config, engine = await asyncio.to_thread(build)
         old = self.engine
@@ -326,6 +331,12 @@ class Proxy:
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """Prometheus exposition of the per-class counters (tierwise.metrics)."""
+        if self.metrics is None:
+            return Response(b"", status_code=404)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=_JSON)
 
@@ -351,9 +362,12 @@ def create_app(
             batch_size=config.store.batch_size,
             flush_interval_s=config.store.flush_interval_s,
         )
+    metrics = Metrics()
+    sink = MetricsSink(metrics, store)
     if engine is None:
-        engine = Engine(config, build_providers(config), sink=store)
-    proxy = Proxy(config, engine, store, config_path=config_path)
+        engine = Engine(config, build_providers(config), sink=sink)
+    proxy = Proxy(config, engine, store, config_path=config_path, sink=sink)
+    proxy.metrics = metrics
 
     def on_sighup() -> None:
         async def run() -> None:
@@ -390,6 +404,7 @@ def create_app(
             Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
             Route("/v1/models", proxy.models, methods=["GET"]),
             Route("/healthz", proxy.healthz, methods=["GET"]),
+            Route("/metrics", proxy.metrics_endpoint, methods=["GET"]),
             Route("/readyz", proxy.readyz, methods=["GET"]),
             Route("/v1/tierwise/admin/reload", proxy.admin_reload, methods=["POST"]),
         ],

@@ -1,0 +1,82 @@
+"""Prometheus metrics, per request class: what the proxy serves at ``GET /metrics``.
+
+Counters are updated as each record is written (they are the records, counted), so every figure of
+`tierwise report` has a live counterpart: escalation rate is ``tierwise_escalations_total /
+tierwise_cascaded_total``, the saving ``1 - tierwise_cost_usd_total / tierwise_baseline_cost_usd_total``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from tierwise.report import escalated
+from tierwise.store import RecordSink
+from tierwise.store.records import RoutingRecord
+
+__all__ = ["CONTENT_TYPE", "Metrics", "MetricsSink"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = reg = CollectorRegistry()
+        by_class = ["request_class"]
+        self.requests = Counter(
+            "tierwise_requests",
+            "Requests by class, final tier and status.",
+            [*by_class, "tier", "status"],
+            registry=reg,
+        )
+        self.cost = Counter(
+            "tierwise_cost_usd", "What requests cost, all attempts and routing tax.", by_class, registry=reg
+        )
+        self.baseline = Counter(
+            "tierwise_baseline_cost_usd", "What premium-only would have cost.", by_class, registry=reg
+        )
+        self.routing = Counter(
+            "tierwise_routing_cost_usd", "Routing tax: classifier and paid gates.", by_class, registry=reg
+        )
+        self.cascaded = Counter(
+            "tierwise_cascaded", "Requests that went through a cascade.", by_class, registry=reg
+        )
+        self.escalations = Counter(
+            "tierwise_escalations", "Cascaded requests past their start tier.", by_class, registry=reg
+        )
+        self.latency = Histogram(
+            "tierwise_latency_seconds",
+            "Time to the full answer (or error).",
+            by_class,
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+
+    def observe(self, record: RoutingRecord) -> None:
+        klass = record.request_class or "unrouted"
+        self.requests.labels(klass, record.tier or "", record.status).inc()
+        self.cost.labels(klass).inc(record.cost_usd)
+        self.routing.labels(klass).inc(record.routing_cost_usd)
+        if record.baseline_cost_usd:
+            self.baseline.labels(klass).inc(record.baseline_cost_usd)
+        went_up = escalated(record)
+        if went_up is not None:
+            self.cascaded.labels(klass).inc()
+            if went_up:
+                self.escalations.labels(klass).inc()
+        self.latency.labels(klass).observe(record.latency_ms / 1000)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsSink:
+    """A record sink that counts each record, then hands it on to the store."""
+
+    def __init__(self, metrics: Metrics, inner: RecordSink) -> None:
+        self.metrics = metrics
+        self.inner = inner
+
+    def submit(self, record: RoutingRecord) -> None:
+        self.metrics.observe(record)
+        self.inner.submit(record)
