@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -29,12 +29,17 @@ ConfigOption = Annotated[
 ]
 
 
+def _fail(message: object) -> NoReturn:
+    """Say what is wrong on stderr and exit with status 2 (bad input, as every command does)."""
+    err.print(message, highlight=False)
+    raise typer.Exit(2)
+
+
 def _load(path: Path | None) -> RouterConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        err.print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]config error[/red]\n{exc}")
 
 
 def _version(value: bool) -> None:
@@ -71,8 +76,7 @@ def serve(
     try:
         application = create_app(cfg, config_path=config)
     except ConfigError as exc:
-        err.print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]config error[/red]\n{exc}")
     source = str(config) if config else "embedded demo config"
     err.print(
         f"tierwise {__version__} on http://{bind_host}:{bind_port}/v1  ({source}; "
@@ -133,8 +137,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="The config file to c
         try:
             learned = LearnedStart.from_config(cfg)
         except ConfigError as exc:
-            err.print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
-            raise typer.Exit(2) from None
+            _fail(f"[red]config error[/red]\n{exc}")
         assert learned is not None
         thresholds = ", ".join(
             f"{t}>={v:g}" for t, v in zip(cfg.tier_names, learned.thresholds, strict=False)
@@ -151,8 +154,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="The config file to c
 def _tier_list(value: str) -> list[str]:
     models = [m.strip() for m in value.split(",") if m.strip()]
     if len(models) < 2:
-        err.print("--tiers: name at least two models, cheapest first: CHEAP,[MID,]PREMIUM", highlight=False)
-        raise typer.Exit(2)
+        _fail("--tiers: name at least two models, cheapest first: CHEAP,[MID,]PREMIUM")
     return models
 
 
@@ -163,8 +165,7 @@ def _outcomes(records: list[Any], models: list[str]) -> Any:
     try:
         return OutcomeTable.from_records(records, models)
     except OutcomeError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]error[/red] {exc}")
 
 
 def _load_data(path: Path, skip_invalid: bool) -> list[Any]:
@@ -176,11 +177,9 @@ def _load_data(path: Path, skip_invalid: bool) -> list[Any]:
     try:
         records = list(iter_records(path, skip_invalid=skip_invalid, on_skip=skipped))
     except DatasetError as exc:
-        err.print(f"[red]data error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]data error[/red] {exc}")
     if not records:
-        err.print(f"[red]data error[/red] {path}: no records to use", highlight=False)
-        raise typer.Exit(2)
+        _fail(f"[red]data error[/red] {path}: no records to use")
     return records
 
 
@@ -208,14 +207,12 @@ def eval_command(
     from tierwise.evals.tables import class_table
 
     if by not in ("class", "category"):
-        err.print("--by: use 'class' or 'category'", highlight=False)
-        raise typer.Exit(2)
+        _fail("--by: use 'class' or 'category'")
     records = _load_data(data, skip_invalid)
     try:
         cfg = config_for_tiers(_tier_list(tiers)) if tiers else _load(config)
     except ConfigError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]error[/red] {exc}")
     if records and not any(r.outcomes for r in records):
         _eval_labels(cfg, records, by, json_out, data)
         return
@@ -224,8 +221,7 @@ def eval_command(
             task = progress.add_task("replaying", total=len(records))
             result = replay(cfg, records, on_step=lambda: progress.advance(task))
     except (ConfigError, OutcomeError) as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]error[/red] {exc}")
     summary = summarize(result, by=by)
     out.print(class_table(summary, cfg.tier_names, f"{data.name}: {len(records)} prompts"))
     if json_out:
@@ -246,13 +242,11 @@ def _eval_labels(cfg: RouterConfig, records: list[Any], by: str, json_out: Path 
     from tierwise.evals.tables import label_table
 
     if any(r.ideal_tier is None for r in records):
-        err.print("the data mixes records without outcomes and without ideal_tier; label or split it")
-        raise typer.Exit(2)
+        _fail("the data mixes records without outcomes and without ideal_tier; label or split it")
     try:
         summary = label_summary(cfg, records, by=by)
     except ConfigError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]error[/red] {exc}")
     out.print(label_table(summary, cfg.tier_names, f"{data.name}: {len(records)} labelled prompts"))
     if json_out:
         payload = {"data": str(data), "tiers": cfg.tier_names, "by": by, "labels": True, "classes": summary}
@@ -279,16 +273,14 @@ def bench(
     from tierwise.evals.tables import bench_table
 
     if router not in ROUTERS:
-        err.print(f"--router: use one of {', '.join(ROUTERS)}", highlight=False)
-        raise typer.Exit(2)
+        _fail(f"--router: use one of {', '.join(ROUTERS)}")
     models = _tier_list(tiers)
     train_records = _load_data(train, skip_invalid)
     test_records = _load_data(test, skip_invalid)
     try:
         result, rows = run_bench(train_records, test_records, models, make_scorer=ROUTERS[router])
     except (ConfigError, OutcomeError) as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]error[/red] {exc}")
     out.print(bench_table(result))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -354,8 +346,7 @@ def train_gate(
     try:
         scorer = AnswerScorer().fit(records, table)
     except ValueError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"[red]error[/red] {exc}")
     scorer.save(
         output, extra={"data": {"path": str(data), "sha256": file_sha256(data), "prompts": len(records)}}
     )
@@ -394,11 +385,9 @@ def calibrate(
     try:
         target = Target(target_quality, max_cost_share, budget_usd_per_1k)
     except ValueError as exc:
-        err.print(f"{exc} (--target-quality, --max-cost-share or --budget-usd-per-1k)", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"{exc} (--target-quality, --max-cost-share or --budget-usd-per-1k)")
     if write and config is None:
-        err.print("--write needs --config: the router config to write the threshold into", highlight=False)
-        raise typer.Exit(2)
+        _fail("--write needs --config: the router config to write the threshold into")
     models = _tier_list(tiers) if tiers else None
     if models is None and config is not None:
         cfg = _load(config)
@@ -408,14 +397,9 @@ def calibrate(
             try:
                 models = list(load_router(cfg.routing.classifier.artifact)[0].models_)
             except ConfigError as exc:
-                err.print(f"[red]config error[/red]\n{exc}", highlight=False)
-                raise typer.Exit(2) from None
+                _fail(f"[red]config error[/red]\n{exc}")
     if models is None:
-        err.print(
-            "name the tiers: --tiers CHEAP,[MID,]PREMIUM, or --config with a learned artifact",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        _fail("name the tiers: --tiers CHEAP,[MID,]PREMIUM, or --config with a learned artifact")
     records = _load_data(data, skip_invalid)
     table = _outcomes(records, models)
     result = run_calibration(records, table, target, folds=folds)
@@ -431,8 +415,7 @@ def calibrate(
         try:
             write_threshold(config, threshold)
         except ConfigError as exc:
-            err.print(f"[red]error[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            _fail(f"[red]error[/red] {exc}")
         out.print(f"wrote routing.classifier.threshold = {threshold:.4f} to {config}", highlight=False)
 
 
@@ -453,14 +436,10 @@ def report(
     try:
         start = parse_since(since)
     except ValueError as exc:
-        err.print(str(exc), highlight=False)
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     path = db if db is not None else _load(config).store.resolved_path()
     if not path.exists():
-        err.print(
-            f"no records at {path}: serve some requests first, or name the file with --db", highlight=False
-        )
-        raise typer.Exit(2)
+        _fail(f"no records at {path}: serve some requests first, or name the file with --db")
     summary = summarize(SQLiteStore(path).query(since=start))
     table = Table(title=f"{path}: the last {since}")
     for column in ("class", "requests", "errors", "cost $", "premium-only $", "saving", "escalated", "health",
