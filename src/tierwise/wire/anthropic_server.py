@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tierwise.errors import RequestError
 from tierwise.messages import (
@@ -29,6 +29,7 @@ from tierwise.messages import (
     ToolCall,
     Usage,
 )
+from tierwise.wire import validate_body
 from tierwise.wire.anthropic import STOP_REASON
 
 
@@ -181,16 +182,9 @@ def _messages_in(message: _MessageIn, at: str) -> list[Message]:
 
 def parse_request(data: Any) -> ChatRequest:
     """Validate a decoded ``POST /v1/messages`` body; raises RequestError naming the offending field."""
-    if not isinstance(data, dict):
-        raise RequestError("the request body must be a JSON object", code="invalid_request")
-    try:
-        body = MessagesBody.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = _param(first["loc"])
-        if first["type"] == "extra_forbidden":
-            raise RequestError(f"{param}: Extra inputs are not permitted", param=param) from None
-        raise RequestError(f"{param}: {first['msg']}", param=param or None) from None
+    body = validate_body(
+        MessagesBody, data, param=_param, unknown=lambda p: f"{p}: Extra inputs are not permitted"
+    )
 
     messages: list[Message] = []
     if body.system:

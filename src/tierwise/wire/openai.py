@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tierwise.errors import RequestError
 from tierwise.messages import (
@@ -23,6 +23,7 @@ from tierwise.messages import (
     ToolCallDelta,
     Usage,
 )
+from tierwise.wire import validate_body
 
 # Parameters forwarded unchanged to OpenAI-compatible upstreams (and dropped for other formats).
 PASSTHROUGH = (
@@ -131,16 +132,12 @@ def _param(loc: tuple[int | str, ...]) -> str:
 
 def parse_request(data: Any) -> tuple[ChatRequest, bool]:
     """Validate a decoded JSON body. Returns the request and whether the client wants usage in the stream."""
-    if not isinstance(data, dict):
-        raise RequestError("the request body must be a JSON object", param=None, code="invalid_request")
-    try:
-        body = ChatCompletionsBody.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = _param(first["loc"])
-        if first["type"] == "extra_forbidden":
-            raise RequestError(f"Unrecognized request argument supplied: {param}", param=param) from None
-        raise RequestError(f"{param}: {first['msg']}", param=param or None) from None
+    body = validate_body(
+        ChatCompletionsBody,
+        data,
+        param=_param,
+        unknown=lambda p: f"Unrecognized request argument supplied: {p}",
+    )
     if body.n not in (None, 1):
         raise RequestError("n: only n=1 is supported", param="n", code="unsupported_parameter")
     if body.logprobs:
