@@ -32,7 +32,7 @@ from tierwise.gates import Gate, build_gates
 from tierwise.messages import ChatRequest, ChatResponse, Usage
 from tierwise.policy.cascade import run_cascade
 from tierwise.policy.direct import PlannedModel, plan_from_tier
-from tierwise.policy.streaming import OpenedStream, StreamingCompletion, already_open, open_stream
+from tierwise.policy.streaming import OpenedStream, StreamingCompletion, open_stream
 from tierwise.pricing import Pricing
 from tierwise.providers.base import Provider, ProviderResult
 from tierwise.store import RecordSink
@@ -426,7 +426,7 @@ class Engine:
                 planned, got = await run_cascade(
                     self, request, route, attempts, gates, spec, open_last=open_last
                 )
-                opened = got if isinstance(got, OpenedStream) else await open_stream(already_open(got))
+                opened = got if isinstance(got, OpenedStream) else await open_stream(got)
             else:
                 planned, opened = await self._with_retries(route, attempts, call)
         except AllAttemptsFailed as exc:

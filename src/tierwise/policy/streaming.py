@@ -29,9 +29,10 @@ class OpenedStream:
     first: StreamDelta | None
 
 
-async def open_stream(starting: Awaitable[ProviderStream]) -> OpenedStream:
-    """Open a stream and wait for its first event, so that failures before it can still be retried."""
-    opened = await starting
+async def open_stream(starting: Awaitable[ProviderStream] | ProviderStream) -> OpenedStream:
+    """Open a stream (or take one already open) and wait for its first event, so that failures before it
+    can still be retried."""
+    opened = starting if isinstance(starting, ProviderStream) else await starting
     iterator = aiter(opened)
     try:
         first = await anext(iterator)
@@ -41,10 +42,6 @@ async def open_stream(starting: Awaitable[ProviderStream]) -> OpenedStream:
         await opened.aclose()
         raise
     return OpenedStream(opened, iterator, first)
-
-
-async def already_open(stream: ProviderStream) -> ProviderStream:
-    return stream
 
 
 class StreamingCompletion:
