@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import itertools
@@ -27,6 +28,7 @@ from tierwise.metrics import CONTENT_TYPE, Metrics, MetricsSink
 from tierwise.policy.engine import Completion, Engine, RequestContext
 from tierwise.policy.streaming import StreamingCompletion
 from tierwise.providers import build_providers
+from tierwise.server import stats as stats_api
 from tierwise.store import RecordSink, SQLiteStore
 from tierwise.wire import openai as wire
 
@@ -407,6 +409,8 @@ def create_app(
             Route("/metrics", proxy.metrics_endpoint, methods=["GET"]),
             Route("/readyz", proxy.readyz, methods=["GET"]),
             Route("/v1/tierwise/admin/reload", proxy.admin_reload, methods=["POST"]),
+            Route("/v1/tierwise/stats", functools.partial(stats_api.stats, proxy), methods=["GET"]),
+            Route("/v1/tierwise/feedback", functools.partial(stats_api.feedback, proxy), methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tierwise.store.records import Attempt, RoutingRecord
+from tierwise.store.records import Attempt, Comparison, Feedback, RoutingRecord
 from tierwise.store.sqlite import SQLiteStore
 
-__all__ = ["Attempt", "RecordSink", "RoutingRecord", "SQLiteStore"]
+__all__ = ["Attempt", "Comparison", "Feedback", "RecordSink", "RoutingRecord", "SQLiteStore"]
 
 
 class RecordSink(Protocol):

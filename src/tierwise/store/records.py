@@ -62,3 +62,47 @@ class RoutingRecord:
     prompt: str | None = None
     response_id: str | None = None
     response_text: str | None = None
+
+
+@dataclass(slots=True)
+class Feedback:
+    """A quality score for one served request: from a user (``POST /v1/tierwise/feedback``) or a judge."""
+
+    request_id: str
+    ts: float
+    score: float  # 0..1; thumbs up is 1, down is 0
+    comment: str | None = None
+    source: str = "user"
+    api_key_id: str | None = None
+
+
+ComparisonMode = Literal["shadow", "baseline_sample"]
+
+
+@dataclass(slots=True)
+class Comparison:
+    """The router's answer set against the baseline model's for one request (shadow mode or live sampling).
+
+    ``score`` is the router's side of a pairwise verdict: 1 router better, 0.5 as good, 0 baseline better;
+    None when either side failed (``error`` says which).
+    """
+
+    request_id: str
+    ts: float
+    mode: ComparisonMode
+    request_class: str | None
+    router_tier: str | None
+    router_model: str | None
+    baseline_model: str
+    router_cost_usd: float = 0.0
+    baseline_cost_usd: float = 0.0
+    router_latency_ms: float | None = None
+    baseline_latency_ms: float | None = None
+    judge: str = ""  # "judge:<model>", "programmatic" or "same_model"
+    score: float | None = None
+    reason: str | None = None
+    judge_cost_usd: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

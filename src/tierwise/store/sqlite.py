@@ -17,9 +17,11 @@ from typing import Any
 
 import orjson
 
-from tierwise.store.records import Attempt, RoutingRecord
+from tierwise.store.records import Attempt, Comparison, Feedback, RoutingRecord
 
 _COLUMNS = [f.name for f in fields(RoutingRecord)]
+_FEEDBACK_COLUMNS = [f.name for f in fields(Feedback)]
+_COMPARISON_COLUMNS = [f.name for f in fields(Comparison)]
 _JSON_COLUMNS = ("features", "decision", "attempts")
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -52,6 +54,25 @@ def _routing_cost(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE records ADD COLUMN routing_cost_usd REAL NOT NULL DEFAULT 0")
 
 
+@migration
+def _feedback_and_comparisons(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, ts REAL NOT NULL,
+            score REAL NOT NULL, comment TEXT, source TEXT NOT NULL, api_key_id TEXT)"""
+    )
+    db.execute("CREATE INDEX feedback_request ON feedback (request_id)")
+    db.execute("CREATE INDEX feedback_ts ON feedback (ts)")
+    db.execute(
+        """CREATE TABLE comparisons (
+            request_id TEXT PRIMARY KEY, ts REAL NOT NULL, mode TEXT NOT NULL, request_class TEXT,
+            router_tier TEXT, router_model TEXT, baseline_model TEXT NOT NULL, router_cost_usd REAL,
+            baseline_cost_usd REAL, router_latency_ms REAL, baseline_latency_ms REAL, judge TEXT,
+            score REAL, reason TEXT, judge_cost_usd REAL, error TEXT)"""
+    )
+    db.execute("CREATE INDEX comparisons_ts ON comparisons (ts)")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -76,6 +97,10 @@ def _row(record: RoutingRecord) -> tuple[Any, ...]:
             value = None if value is None else orjson.dumps(value).decode()
         values.append(value)
     return tuple(values)
+
+
+def _plain(item: Any, columns: list[str]) -> tuple[Any, ...]:
+    return tuple(getattr(item, c) for c in columns)
 
 
 def _record(row: sqlite3.Row) -> RoutingRecord:
@@ -112,7 +137,8 @@ class SQLiteStore:
             self._thread.start()
         return self
 
-    def submit(self, record: RoutingRecord) -> None:
+    def submit(self, record: RoutingRecord | Feedback | Comparison) -> None:
+        """Queue a record, a feedback score or a shadow comparison for the writer thread."""
         with self._flushed:
             self._pending += 1
         self._queue.put(record)
@@ -130,11 +156,9 @@ class SQLiteStore:
 
     def _run(self) -> None:
         db = connect(self.path)
-        marks = ", ".join("?" * len(_COLUMNS))
-        sql = f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) VALUES ({marks})"
         stopping = False
         while not stopping:
-            batch: list[RoutingRecord] = []
+            batch: list[Any] = []
             try:
                 item = self._queue.get(timeout=self.flush_interval_s)
             except queue.Empty:
@@ -151,19 +175,29 @@ class SQLiteStore:
                 except queue.Empty:
                     break
             if batch:
-                self._write(db, sql, batch)
+                self._write(db, batch)
         db.close()
 
-    def _write(self, db: sqlite3.Connection, sql: str, batch: list[RoutingRecord]) -> None:
+    def _write(self, db: sqlite3.Connection, batch: list[Any]) -> None:
+        records = [_row(r) for r in batch if isinstance(r, RoutingRecord)]
+        feedback = [_plain(f, _FEEDBACK_COLUMNS) for f in batch if isinstance(f, Feedback)]
+        pairs = [_plain(c, _COMPARISON_COLUMNS) for c in batch if isinstance(c, Comparison)]
         try:
             db.execute("BEGIN")
-            db.executemany(sql, [_row(r) for r in batch])
+            for table, columns, rows, verb in (
+                ("records", _COLUMNS, records, "INSERT OR REPLACE"),
+                ("feedback", _FEEDBACK_COLUMNS, feedback, "INSERT"),
+                ("comparisons", _COMPARISON_COLUMNS, pairs, "INSERT OR REPLACE"),
+            ):
+                if rows:
+                    marks = ", ".join("?" * len(columns))
+                    db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             # Keep serving; the failure is visible on /readyz and in the errors list.
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self.errors.append(f"writing {len(batch)} records failed: {exc}")
+            self.errors.append(f"writing a batch of {len(batch)} rows failed: {exc}")
         finally:
             with self._flushed:
                 self._pending -= len(batch)
@@ -197,3 +231,24 @@ class SQLiteStore:
             return None if row is None else _record(row)
         finally:
             db.close()
+
+    def _select(self, table: str, since: float | None) -> list[dict[str, Any]]:
+        db = connect(self.path)
+        db.row_factory = sqlite3.Row
+        try:
+            sql, args = f"SELECT * FROM {table}", []  # the table names are ours, not input
+            if since is not None:
+                sql += " WHERE ts >= ?"
+                args.append(since)
+            return [dict(row) for row in db.execute(sql + " ORDER BY ts", args)]
+        finally:
+            db.close()
+
+    def feedback(self, *, since: float | None = None) -> list[Feedback]:
+        """Feedback scores, oldest first."""
+        rows = self._select("feedback", since)
+        return [Feedback(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
+
+    def comparisons(self, *, since: float | None = None) -> list[Comparison]:
+        """Shadow and baseline-sample comparisons, oldest first."""
+        return [Comparison(**row) for row in self._select("comparisons", since)]

@@ -120,7 +120,7 @@ class ChatCompletionsBody(BaseModel):
     documents: list[_Document] | None = None
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -135,7 +135,7 @@ def parse_request(data: Any) -> tuple[ChatRequest, bool]:
     body = validate_body(
         ChatCompletionsBody,
         data,
-        param=_param,
+        param=field_path,
         unknown=lambda p: f"Unrecognized request argument supplied: {p}",
     )
     if body.n not in (None, 1):

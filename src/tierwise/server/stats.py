@@ -1,0 +1,150 @@
+"""The proxy's own numbers: ``GET /v1/tierwise/stats`` (JSON) and ``POST /v1/tierwise/feedback``.
+
+The stats are read from the store in a worker thread, so a large window never stalls the event loop.
+Read-only admin views (stats, the dashboard) need the admin key where one is configured; without one they
+answer loopback clients only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tierwise.errors import AuthenticationError, RequestError
+from tierwise.policy.engine import RequestContext
+from tierwise.report import build_stats, parse_since
+from tierwise.store.records import Feedback
+from tierwise.wire import openai as wire
+from tierwise.wire import validate_body
+
+if TYPE_CHECKING:
+    from tierwise.server.app import Proxy
+
+_JSON = "application/json"
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type=_JSON)
+
+
+def bearer_token(request: Request) -> str:
+    """The token a client sent, as ``x-api-key`` or ``Authorization: Bearer``."""
+    bearer = request.headers.get("authorization", "")
+    return request.headers.get("x-api-key") or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else "")
+
+
+def admin_denied(proxy: Proxy, request: Request, *, token: str | None = None) -> Response | None:
+    """None when the caller may read admin views; else the error response to send."""
+    admin = proxy.config.auth.admin_key
+    if admin is None:
+        host = request.client.host if request.client else ""
+        if host in _LOOPBACK:
+            return None
+        return _json(
+            wire.error_object(
+                "admin views answer loopback clients only while auth.admin_key is unset",
+                type_="permission_error",
+            ),
+            403,
+        )
+    given = token if token is not None else bearer_token(request)
+    if hmac.compare_digest(given.encode(), admin.get_secret_value().encode()):
+        return None
+    return _json(wire.error_object("the admin key is required", type_="authentication_error"), 401)
+
+
+async def stats(proxy: Proxy, request: Request) -> Response:
+    """``GET /v1/tierwise/stats?window=1h&class=...``: per-class figures, cost over time, recent decisions."""
+    if (denied := admin_denied(proxy, request)) is not None:
+        return denied
+    window = request.query_params.get("window", "1h")
+    request_class = request.query_params.get("class") or None
+    now = time.time()
+    try:
+        start = parse_since(window, now=now)
+    except ValueError:
+        return _json(
+            wire.error_object(
+                f"window: expected a span like 1h, 24h, 7d or 30m, got {window!r}",
+                type_="invalid_request_error",
+                param="window",
+            ),
+            400,
+        )
+    store = proxy.store
+    if store is None:
+        return _json(wire.error_object("no store is configured", type_="server_error"), 404)
+    premium = proxy.config.tier_names[-1]
+
+    def read() -> dict[str, Any]:
+        store.flush(timeout=2.0)
+        return build_stats(
+            store.query(since=start),
+            store.feedback(since=start - 86400),  # a score may come a while after its request
+            store.comparisons(since=start),
+            start=start,
+            end=now,
+            premium_tier=premium,
+            request_class=request_class,
+        )
+
+    body = await asyncio.to_thread(read)
+    body["window"] = window
+    return _json(body)
+
+
+class _FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(min_length=1, max_length=200)
+    score: float | None = Field(None, ge=0, le=1)
+    thumbs: Literal["up", "down"] | None = None
+    comment: str | None = Field(None, max_length=4000)
+    source: str = Field("user", min_length=1, max_length=64)
+
+
+async def feedback(proxy: Proxy, request: Request) -> Response:
+    """``POST /v1/tierwise/feedback {request_id, score 0..1 | thumbs up/down, comment}``: quality by class."""
+    ctx = RequestContext(request_id="", endpoint="tierwise.feedback")
+    try:
+        proxy._identify(request, ctx)
+        data = await proxy._body(request)
+        body = validate_body(
+            _FeedbackBody, data, param=wire.field_path, unknown=lambda p: f"{p}: unknown field"
+        )
+        if (body.score is None) == (body.thumbs is None):
+            raise RequestError("give exactly one of score (0..1) or thumbs (up|down)", param="score")
+    except AuthenticationError as exc:
+        return _json(wire.error_object(exc.message, type_="authentication_error"), exc.status)
+    except RequestError as exc:
+        err = wire.error_object(exc.message, type_="invalid_request_error", param=exc.param, code=exc.code)
+        return _json(err, exc.status)
+    store = proxy.store
+    if store is None:
+        return _json(wire.error_object("no store is configured", type_="server_error"), 404)
+
+    def known() -> bool:
+        store.flush(timeout=2.0)  # the request's own record may still be in the writer's queue
+        return store.get(body.request_id) is not None
+
+    if not await asyncio.to_thread(known):
+        return _json(
+            wire.error_object(
+                f"request_id: no request {body.request_id!r} in the records",
+                type_="invalid_request_error",
+                param="request_id",
+                code="not_found",
+            ),
+            404,
+        )
+    score = body.score if body.score is not None else (1.0 if body.thumbs == "up" else 0.0)
+    item = Feedback(body.request_id, time.time(), score, body.comment, body.source, ctx.api_key_id)
+    store.submit(item)
+    return _json({"status": "recorded", "request_id": body.request_id, "score": score})
