@@ -17,7 +17,7 @@ from tierwise.errors import ConfigError
 from tierwise.evals.dataset import EvalRecord, Outcome
 from tierwise.evals.metrics import OutcomeTable
 from tierwise.gates import build_gates
-from tierwise.gates.learned import AnswerScorer
+from tierwise.gates.learned import AnswerScorer, LearnedGate
 from tierwise.messages import ChatRequest, ChatResponse, Message
 
 MODELS = ("small", "medium", "large")
@@ -122,3 +122,21 @@ def test_train_gate_command(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "trained the answer gate on 60 prompts" in done.stdout and out.exists()
     assert AnswerScorer.load(out).models_ == MODELS
+
+
+async def test_a_cascade_tells_the_gate_the_answering_tier_not_the_model_name(scorer: AnswerScorer) -> None:
+    """Live, the config's model names differ from the training data's: the tier's position decides."""
+    from tierwise.policy.cascade import judge
+    from tierwise.providers.base import ProviderResult
+
+    gate = LearnedGate(scorer, threshold=0.5)
+    request = ChatRequest(messages=[Message(role="user", content="What is the value for 7?")])
+    hedging = ChatResponse(id="b", model="gpt-4o-mini-2024-07-18", content="I am not sure, maybe 7?")
+    at_cheap = await judge([gate], request, ProviderResult(hedging), final=False, tier=0)
+    at_mid = await judge([gate], request, ProviderResult(hedging), final=False, tier=1)
+    # The cheapest tier's hedging answers were wrong in training; the middle tier always matched premium.
+    assert not at_cheap[0].passed and at_mid[0].passed and at_mid[0].score > 0.99
+    # A position past the trained tiers is scored as the highest trained one.
+    assert (await gate.check_at(request, hedging, 5)).score == at_mid[0].score
+    # Without a position, an unknown model name is scored as the cheapest tier.
+    assert (await gate.check(request, hedging)).score == at_cheap[0].score

@@ -209,8 +209,11 @@ class AnswerScorer:
 
 
 class LearnedGate:
-    """The learned gate in a cascade: passes when P(as good as premium) reaches the threshold. The tier is
-    told by the answering model's name; a model it was not trained on is scored as the cheapest tier."""
+    """The learned gate in a cascade: passes when P(as good as premium) reaches the threshold.
+
+    In a cascade the gate is told the position of the answering tier (``check_at``: 0 the cheapest), so the
+    config's model names need not match the training data's. Called as a plain gate (``check``), it tells the
+    tier by the answering model's name, and scores a model it was not trained on as the cheapest tier."""
 
     name = "learned"
 
@@ -224,9 +227,16 @@ class LearnedGate:
         return cls(AnswerScorer.load(spec.artifact), spec.threshold)
 
     async def check(self, request: ChatRequest, response: ChatResponse) -> GateVerdict:
-        prompt = "\n".join(m.text() for m in request.messages)
         tiers = self.scorer.models_[:-1]
-        tier = tiers.index(response.model) if response.model in tiers else 0
+        return await self.check_at(
+            request, response, tiers.index(response.model) if response.model in tiers else 0
+        )
+
+    async def check_at(self, request: ChatRequest, response: ChatResponse, tier: int) -> GateVerdict:
+        """Judge ``response`` as the answer of the ``tier``-th tier (0: the cheapest); a tier past the ones
+        the gate was trained for is scored as the highest of them."""
+        prompt = "\n".join(m.text() for m in request.messages)
+        tier = max(0, min(tier, len(self.scorer.models_) - 2))
         score = self.scorer.predict(prompt, response.content or "", tier, response.finish_reason)
         passed = score >= self.threshold
         return GateVerdict(self.name, passed, score, f"P(as good as premium) = {score:.2f}")

@@ -44,15 +44,21 @@ def _tiers_of(plan: list[PlannedModel]) -> dict[str, list[PlannedModel]]:
 
 
 async def judge(
-    gates: list[Gate], request: ChatRequest, result: ProviderResult, *, final: bool
+    gates: list[Gate], request: ChatRequest, result: ProviderResult, *, final: bool, tier: int | None = None
 ) -> list[GateVerdict]:
     """The gates' verdicts, in order. A paid gate (``costly``, e.g. critique) is skipped where its verdict
-    could change nothing: on the last tier, whose answer stands anyway, and after another gate has failed."""
+    could change nothing: on the last tier, whose answer stands anyway, and after another gate has failed.
+    A gate that judges answers by tier (the learned gate's ``check_at``) is told the answering tier's
+    position, ``tier`` (0: the cheapest)."""
     verdicts: list[GateVerdict] = []
     for gate in gates:
         if getattr(gate, "costly", False) and (final or any(not v.passed for v in verdicts)):
             continue
-        verdicts.append(await gate.check(request, result.response))
+        check_at = getattr(gate, "check_at", None)
+        if check_at is not None and tier is not None:
+            verdicts.append(await check_at(request, result.response, tier))
+        else:
+            verdicts.append(await gate.check(request, result.response))
     return verdicts
 
 
@@ -114,7 +120,8 @@ async def run_cascade(
             continue
         answered = (planned, result)
         engine._settle(attempts[-1], planned, result)
-        verdicts = await judge(gates, request, result, final=final)
+        position = engine.config.tier_names.index(planned.tier)
+        verdicts = await judge(gates, request, result, final=final, tier=position)
         attempts[-1].gates = [v.to_dict() for v in verdicts]
         route.routing_cost_usd += sum(v.cost_usd for v in verdicts)
         failed = [v.gate for v in verdicts if not v.passed]
