@@ -14,16 +14,22 @@ import uvicorn
 
 from tierwise.config import RouterConfig, parse_config
 from tierwise.server.app import create_app
-from tierwise.store import RoutingRecord, SQLiteStore
+from tierwise.store import BatchStore, RoutingRecord, SQLiteStore
 from tierwise.testing.upstreams import FakeUpstream
 
 
 class RunningProxy:
     """The tierwise proxy served by uvicorn on a free loopback port."""
 
-    def __init__(self, config: RouterConfig, db_path: Path, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        db_path: Path,
+        config_path: Path | None = None,
+        store: BatchStore | None = None,
+    ) -> None:
         self.config = config
-        self.store = SQLiteStore(db_path, flush_interval_s=0.02)
+        self.store = store if store is not None else SQLiteStore(db_path, flush_interval_s=0.02)
         self.app = create_app(config, store=self.store, config_path=config_path)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

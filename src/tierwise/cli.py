@@ -42,6 +42,32 @@ def _load(path: Path | None) -> RouterConfig:
         _fail(f"[red]config error[/red]\n{exc}")
 
 
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="The records: a SQLite file or a postgresql:// URL (default: the config's store)."
+    ),
+]
+
+
+def _open_records(cfg: RouterConfig | None, db: str | None) -> tuple[Any, str]:
+    """The store to read (not started) and how to name it; fails when it is not there."""
+    from tierwise.config import StoreConfig
+    from tierwise.store import SQLiteStore, StoreError, open_store
+
+    try:
+        store = open_store(cfg.store if cfg is not None else StoreConfig(), db)
+        where = store.describe()
+        if isinstance(store, SQLiteStore):
+            if not store.path.is_file():
+                _fail(f"no records at {where}: serve some requests first, or name the file with --db")
+        else:
+            store.check()
+    except StoreError as exc:
+        _fail(f"[red]store error[/red] {exc}")
+    return store, where
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"tierwise {__version__}")
@@ -69,18 +95,23 @@ def serve(
     import uvicorn
 
     from tierwise.server.app import create_app
+    from tierwise.store import StoreError, open_store
 
     cfg = _load(config)
     bind_host = host or cfg.server.host
     bind_port = port if port is not None else cfg.server.port
     try:
-        application = create_app(cfg, config_path=config)
+        store = open_store(cfg.store).start()  # a store that cannot be opened stops here, said plainly
+    except StoreError as exc:
+        _fail(f"[red]store error[/red] {exc}")
+    try:
+        application = create_app(cfg, store=store, config_path=config)
     except ConfigError as exc:
         _fail(f"[red]config error[/red]\n{exc}")
     source = str(config) if config else "embedded demo config"
     err.print(
         f"tierwise {__version__} on http://{bind_host}:{bind_port}/v1  ({source}; "
-        f"records: {cfg.store.resolved_path()})",
+        f"records: {cfg.store.describe()})",
         highlight=False,
     )
     uvicorn.run(
@@ -91,7 +122,9 @@ def serve(
         http="httptools",
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=30,
+        # SIGTERM/SIGINT: stop accepting, let requests in flight (streams too) finish within the grace
+        # period; the app's shutdown then writes every record the store still holds.
+        timeout_graceful_shutdown=cfg.server.shutdown_grace_s,
     )
 
 
@@ -129,7 +162,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="The config file to c
                 f"{rates.output_per_mtok:g}" if rates else "unknown",
             )
     out.print(table)
-    out.print(f"premium (baseline) tier: {cfg.premium_tier}; records: {cfg.store.resolved_path()}")
+    out.print(f"premium (baseline) tier: {cfg.premium_tier}; records: {cfg.store.describe()}")
     classifier = cfg.routing.classifier
     if classifier.type == "learned":
         from tierwise.policy.engine import LearnedStart
@@ -298,23 +331,40 @@ def train(
         int, typer.Option(help="Folds for the out-of-fold metrics kept in the artifact (0: none).")
     ] = 5,
     skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            "--embeddings",
+            help="Directory of a local sentence-transformers model whose embeddings the router uses too "
+            "(needs `pip install 'tierwise[embeddings]'`; never downloaded).",
+        ),
+    ] = None,
 ) -> None:
     """Train the learned router on a routing eval set and save it for the proxy (routing.classifier)."""
     from tierwise.classify.artifact import file_sha256, out_of_fold_metrics, save_router
     from tierwise.classify.learned import LearnedRouter
 
     models = _tier_list(tiers)
+    encoder = None
+    if embeddings is not None:
+        from tierwise.classify.embeddings import SentenceEncoder
+
+        try:
+            encoder = SentenceEncoder(embeddings)
+        except ConfigError as exc:
+            _fail(f"[red]error[/red] {exc}")
     records = _load_data(data, skip_invalid)
     table = _outcomes(records, models)
-    router = LearnedRouter().fit(records, table)
-    metrics = out_of_fold_metrics(records, table, folds=folds) if folds > 1 else {}
+    router = LearnedRouter(encoder=encoder).fit(records, table)
+    metrics = out_of_fold_metrics(records, table, folds=folds, encoder=encoder) if folds > 1 else {}
     extra = {
         "data": {"path": str(data), "sha256": file_sha256(data), "prompts": len(records)},
         "metrics": metrics,
     }
     save_router(router, output, extra=extra)
     out.print(
-        f"trained on {len(records)} prompts ({len(router.vocabulary_):,} terms) for tiers "
+        f"trained on {len(records)} prompts ({len(router.vocabulary_):,} terms"
+        f"{f', embeddings of {encoder.name}' if encoder is not None else ''}) for tiers "
         f"{', '.join(models)}; wrote {output}",
         highlight=False,
     )
@@ -377,8 +427,18 @@ def calibrate(
     folds: Annotated[int, typer.Option(help="Cross-validation folds for the out-of-fold scores.")] = 5,
     write: Annotated[bool, typer.Option(help="Write the threshold into --config (comments kept).")] = False,
     skip_invalid: Annotated[bool, typer.Option(help="Report and skip malformed lines.")] = False,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="direct: the router's threshold; cascade or auto: the gate's threshold (and bands)."
+        ),
+    ] = "direct",
+    gate: Annotated[
+        str | None,
+        typer.Option("--gate", help="With --write: the learned gate artifact to put in the config."),
+    ] = None,
 ) -> None:
-    """Pick the learned router's threshold for a quality or cost target, cross-validated on the data."""
+    """Pick the learned router's threshold (or the cascade's, or auto's) for a target, cross-validated."""
     from tierwise.classify.calibrate import Target, write_threshold
     from tierwise.classify.calibrate import calibrate as run_calibration
 
@@ -386,6 +446,10 @@ def calibrate(
         target = Target(target_quality, max_cost_share, budget_usd_per_1k)
     except ValueError as exc:
         _fail(f"{exc} (--target-quality, --max-cost-share or --budget-usd-per-1k)")
+    if policy not in ("direct", "cascade", "auto"):
+        _fail(f"--policy: expected direct, cascade or auto, got {policy!r}")
+    if policy != "direct" and target.quality is None:
+        _fail(f"--policy {policy} calibrates for a quality target: give --target-quality")
     if write and config is None:
         _fail("--write needs --config: the router config to write the threshold into")
     models = _tier_list(tiers) if tiers else None
@@ -402,6 +466,11 @@ def calibrate(
         _fail("name the tiers: --tiers CHEAP,[MID,]PREMIUM, or --config with a learned artifact")
     records = _load_data(data, skip_invalid)
     table = _outcomes(records, models)
+    if policy != "direct":
+        _calibrate_policy(
+            records, table, policy, target.quality or 0.0, folds, config if write else None, gate
+        )
+        return
     result = run_calibration(records, table, target, folds=folds)
     threshold = min(result.threshold, 1.0)
     out.print(
@@ -419,50 +488,347 @@ def calibrate(
         out.print(f"wrote routing.classifier.threshold = {threshold:.4f} to {config}", highlight=False)
 
 
+def _calibrate_policy(
+    records: Any, table: Any, policy: str, quality: float, folds: int, write_to: Path | None, gate: str | None
+) -> None:
+    from tierwise.classify.calibrate import calibrate_policy, write_policy
+
+    try:
+        result = calibrate_policy(records, table, policy, quality, folds=folds)
+    except ValueError as exc:
+        _fail(f"[red]error[/red] {exc}")
+    p = result.params
+    bands = (
+        f"bands confident_cheap {p['hi']:.4f}, confident_premium {p['lo']:.4f}, " if policy == "auto" else ""
+    )
+    out.print(
+        f"{policy}: {bands}learned gate threshold {p['gate']:.4f}: quality "
+        f"{result.quality_vs_premium:.1%} of premium-only, cost {result.cost_vs_premium:.1%} of premium-only "
+        "(every attempt paid), tier mix "
+        f"{', '.join(f'{t} {v:.0%}' for t, v in result.point.tier_mix.items())} "
+        f"({folds}-fold out-of-fold on {len(records)} prompts)",
+        highlight=False,
+    )
+    if write_to is not None:
+        try:
+            write_policy(write_to, result, gate)
+        except ConfigError as exc:
+            _fail(f"[red]error[/red] {exc}")
+        out.print(f"wrote routing.policy = {policy} and its settings to {write_to}", highlight=False)
+
+
 @app.command()
 def report(
     since: Annotated[str, typer.Option(help="How far back: 7d, 24h, 30m...")] = "7d",
     config: ConfigOption = None,
-    db: Annotated[Path | None, typer.Option("--db", help="The records file (default: the config's).")] = None,
+    db: DbOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write the table, warnings and plots as one HTML file.")
+    ] = None,
+    premium_tier: Annotated[
+        str | None,
+        typer.Option(help="The premium tier, for latency warnings (default: the config's last tier)."),
+    ] = None,
 ) -> None:
-    """Per-class cost against premium-only, escalation health, errors and latency, from the records."""
+    """Per-class cost against premium-only, escalation health, quality, shadow preference, errors and
+    latency, from the records and their feedback."""
+    import time
+
     import orjson
     from rich.table import Table
 
-    from tierwise.report import parse_since, summarize, warnings
-    from tierwise.store import SQLiteStore
+    from tierwise.report import build_stats, parse_since
+    from tierwise.report_html import write_report_html
+
+    now = time.time()
+    try:
+        start = parse_since(since, now=now)
+    except ValueError as exc:
+        _fail(str(exc))
+    cfg = _load(config) if config is not None or db is None else None
+    store, path = _open_records(cfg, db)
+    records = store.query(since=start)
+    if premium_tier is None and cfg is not None:
+        premium_tier = cfg.tier_names[-1]
+    if premium_tier is None:
+        # --db alone: the tier whose answers cost most against their premium-only baseline (premium's own
+        # answers cost about the baseline; cheaper tiers a fraction of it).
+        ratios: dict[str, list[float]] = {}
+        for r in records:
+            if r.status == "ok" and r.tier and r.baseline_cost_usd:
+                ratios.setdefault(r.tier, []).append(r.cost_usd / r.baseline_cost_usd)
+        premium_tier = max(ratios, key=lambda t: sum(ratios[t]) / len(ratios[t])) if ratios else ""
+    stats = build_stats(
+        records,
+        store.feedback(since=start - 86400),  # a score may come a while after its request
+        store.comparisons(since=start),
+        start=start,
+        end=now,
+        premium_tier=premium_tier,
+    )
+    summary = stats["classes"]
+    table = Table(title=f"{path}: the last {since}")
+    for column in ("class", "requests", "errors", "fallbacks", "cost $", "premium-only $", "saving",
+                   "escalated", "health", "quality", "shadow", "p50 ms", "p95 ms"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("class", "health", "shadow") else "right")
+
+    def pct(value: float | None) -> str:
+        return "" if value is None else f"{value:.1%}"
+
+    def num(value: float | None, digits: int = 1) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    for name, row in summary.items():
+        quality, shadow = row["quality"], row["shadow"]
+        ready = {True: " ready", False: " not ready", None: ""}[shadow["ready"]]
+        table.add_row(
+            name, str(row["requests"]), str(row["errors"]), str(row["fallbacks"]), f"{row['cost_usd']:.4f}",
+            f"{row['baseline_cost_usd']:.4f}", pct(row["saving"]), pct(row["escalation_rate"]),
+            row["health"].split(":")[0],
+            f"{quality['mean']:.2f} (n={quality['n']})" if quality["n"] else "",
+            f"{shadow['preference']:.2f} (n={shadow['judged']}){ready}" if shadow["judged"] else "",
+            num(row["latency_ms"]["p50"]), num(row["latency_ms"]["p95"]),
+        )  # fmt: skip
+    # Piped or redirected, the table keeps its rows whole rather than wrapping to 80 columns.
+    (out if out.is_terminal else Console(width=max(out.width, 160))).print(table)
+    if stats["premium_p95_ms"] is not None:
+        out.print(f"premium tier {premium_tier!r}: p95 {stats['premium_p95_ms']:.0f} ms", highlight=False)
+    for line in stats["warnings"]:
+        out.print(f"[yellow]warning[/yellow] {line}", highlight=False)
+    if json_out:
+        body = {
+            "since": since,
+            "classes": summary,
+            "warnings": stats["warnings"],
+            "premium_tier": premium_tier,
+            "premium_p95_ms": stats["premium_p95_ms"],
+            "series": stats["series"],
+        }
+        json_out.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    if html_out:
+        out.print(f"report: {write_report_html(stats, html_out, title=f'tierwise report: the last {since}')}")
+
+
+@app.command()
+def learn(
+    since: Annotated[str, typer.Option(help="How far back to read the records: 7d, 24h, 30m...")] = "7d",
+    config: ConfigOption = None,
+    db: DbOption = None,
+    patch_out: Annotated[
+        Path | None, typer.Option("--out", help="Write the change as a patch file (patch -p0 applies it).")
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Write the change into --config and hot-reload the proxy.")
+    ] = False,
+    min_requests: Annotated[
+        int, typer.Option(min=1, help="Requests (or judged shadow pairs) a class needs before it is changed.")
+    ] = 20,
+    proxy_url: Annotated[
+        str | None,
+        typer.Option(help="The proxy to reload with --apply (default: the config's server host and port)."),
+    ] = None,
+    reload: Annotated[bool, typer.Option(help="With --apply: reload the running proxy.")] = True,
+) -> None:
+    """Propose config changes from the records: classes that keep escalating start a tier higher, classes
+    that never escalate go direct, classes below the shadow baseline start higher (docs/learning.md)."""
+    import time
+
+    from tierwise import learn as rules
+    from tierwise.report import parse_since
+    from tierwise.store import PostgresStore, StoreError
+    from tierwise.store.records import Change
 
     try:
         start = parse_since(since)
     except ValueError as exc:
         _fail(str(exc))
-    path = db if db is not None else _load(config).store.resolved_path()
-    if not path.exists():
-        _fail(f"no records at {path}: serve some requests first, or name the file with --db")
-    summary = summarize(SQLiteStore(path).query(since=start))
-    table = Table(title=f"{path}: the last {since}")
-    for column in ("class", "requests", "errors", "cost $", "premium-only $", "saving", "escalated", "health",
-                   "p50 ms", "p95 ms"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("class", "health") else "right")
+    if apply and config is None:
+        _fail("--apply needs --config FILE: the embedded default config has no file to write the change to")
+    cfg = _load(config)
+    store, path = _open_records(cfg, db)
+    records = store.query(since=start)
+    if not records:
+        _fail(f"no records in the last {since} in {path}: nothing to learn from")
+    learned = rules.analyse(
+        cfg,
+        records,
+        store.feedback(since=start - 86400),  # a score may come a while after its request
+        store.comparisons(since=start),
+        min_requests=min_requests,
+    )
+    out.print(f"{len(records)} records from the last {since} in {path}", highlight=False)
+    for p in learned.proposals:
+        out.print(f"[bold]{p.request_class}[/bold]: {', '.join(p.keys())}", highlight=False)
+        out.print(f"  {p.reason}", highlight=False, markup=False)
+    for note in learned.notes:
+        out.print(f"unchanged: {note}", highlight=False, markup=False)
+    if not learned.proposals:
+        out.print("no change to propose")
+        return
+    if config is None:
+        from importlib import resources
 
-    def pct(value: float | None) -> str:
-        return "" if value is None else f"{value:.1%}"
+        text = resources.files("tierwise.data").joinpath("default.yaml").read_text("utf-8")
+        name = "<embedded default config>"
+    else:
+        text = config.read_text("utf-8")
+        name = rules.shown_path(config)
+    try:
+        new = rules.changed_text(text, learned.proposals, name)
+    except ConfigError as exc:
+        _fail(f"[red]error[/red] {exc}")
+    diff = rules.unified_diff(text, new, name)
+    typer.echo(diff, nl=False)
+    if patch_out is not None:
+        patch_out.write_text(rules.patch_text(learned, diff, since=since, db=path), "utf-8")
+        out.print(f"wrote the patch to {patch_out}", highlight=False)
+    if not apply or config is None:
+        if not apply:
+            out.print("nothing changed: review the diff, then run again with --apply", highlight=False)
+        return
+    config.write_text(new, "utf-8")
+    out.print(f"wrote {config}", highlight=False)
+    shared = None
+    if isinstance(store, PostgresStore):  # the replicas sharing the database follow it
+        from tierwise.server.sync import publish_file
 
-    def ms(value: float | None) -> str:
-        return "" if value is None else f"{value:.1f}"
+        try:
+            shared, _ = publish_file(store, config, "learn")
+            out.print(
+                f"published as config version {shared}: every replica on {path} follows within its "
+                "store.sync_interval_s",
+                highlight=False,
+            )
+        except (ConfigError, StoreError) as exc:
+            err.print(f"[red]error[/red] the change was not shared with the replicas: {exc}", highlight=False)
+    problem = None
+    status = "not reloaded (--no-reload)"
+    if reload:
+        admin = cfg.auth.admin_key
+        target = proxy_url or rules.reload_url(cfg)
+        if admin is None:
+            problem = "the config has no auth.admin_key, so the proxy cannot be reloaded"
+        else:
+            try:
+                status = rules.reload_proxy(target, admin.get_secret_value())
+            except RuntimeError as exc:
+                problem = str(exc)
+        if problem is None:
+            out.print(f"the proxy at {target} reloaded the config ({status})", highlight=False)
+        elif shared is not None:
+            out.print(f"the proxy at {target} was not reloaded ({problem}); it follows version {shared}")
+            status, problem = f"published as config version {shared}", None
+        else:
+            status = f"reload failed: {problem}"
+    change = Change(
+        ts=time.time(),
+        source="learn",
+        summary=learned.summary,
+        patch=diff,
+        applied=True,
+        config_path=str(config),
+        detail={"since": since, "proposals": [p.to_dict() for p in learned.proposals], "reload": status},
+    )
+    change_id = store.add_change(change)
+    out.print(f"recorded as change {change_id} in {path}", highlight=False)
+    if problem is not None:
+        err.print(
+            f"[red]error[/red] {problem}. {config} is written; reload the proxy yourself "
+            "(POST /v1/tierwise/admin/reload, SIGHUP, or a restart).",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
-    for name, row in summary.items():
-        table.add_row(
-            name, str(row["requests"]), str(row["errors"]), f"{row['cost_usd']:.4f}",
-            f"{row['baseline_cost_usd']:.4f}", pct(row["saving"]), pct(row["escalation_rate"]), row["health"],
-            ms(row["latency_ms"]["p50"]), ms(row["latency_ms"]["p95"]),
-        )  # fmt: skip
-    out.print(table)
-    for line in warnings(summary):
-        out.print(f"[yellow]warning[/yellow] {line}", highlight=False)
-    if json_out:
-        json_out.write_bytes(orjson.dumps({"since": since, "classes": summary}, option=orjson.OPT_INDENT_2))
+
+@app.command()
+def label(
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the routing eval set (JSONL).")],
+    since: Annotated[str, typer.Option(help="How far back to read the records: 7d, 24h, 30m...")] = "7d",
+    config: ConfigOption = None,
+    db: DbOption = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="A configured model that judges each tier against premium (default: shadow.judge)."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Label at most this many (the newest) conversations.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Model calls running at once.")] = 8,
+) -> None:
+    """Turn logged conversations into a routing eval set: every tier answers each again, a judge scores each
+    answer against premium's (docs/learning.md)."""
+    import asyncio
+    from collections import Counter
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tierwise import label as labelling
+    from tierwise.report import parse_since
+
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        _fail(str(exc))
+    cfg = _load(config)
+    judge_model = judge or cfg.shadow.judge.model
+    if judge_model is not None and judge_model not in cfg.models:
+        _fail(f"--judge: unknown model {judge_model!r} (configured: {', '.join(cfg.models)})")
+    store, path = _open_records(cfg, db)
+    records = store.query(since=start)
+    prompts, skipped = labelling.prompts_from_records(records, limit)
+
+    def said(counts: Any) -> str:
+        return ", ".join(f"{n} {why}" for why, n in counts.most_common())
+
+    if skipped:
+        out.print(f"skipped {sum(skipped.values())} records: {said(skipped)}", highlight=False)
+    if not prompts:
+        _fail(
+            f"no labelable records in the last {since} in {path} ({len(records)} records): label needs "
+            "conversations kept in full (store.prompts: full)"
+        )
+    repeats = sum(p.seen for p in prompts)
+    out.print(f"{len(prompts)} distinct conversations from {repeats} records to label", highlight=False)
+    if judge_model is None:
+        out.print(
+            "no judge (--judge or shadow.judge.model): answers are compared programmatically, by the gates; "
+            "that measures breakage, not finer quality",
+            highlight=False,
+        )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=False,
+    ) as bar:  # fmt: skip
+
+        def progress(description: str, total: int) -> Any:
+            task = bar.add_task(description, total=total)
+            return lambda: bar.advance(task)
+
+        try:
+            result = asyncio.run(
+                labelling.label(
+                    cfg, prompts, judge_model=judge_model, concurrency=concurrency, progress=progress
+                )
+            )
+        except ConfigError as exc:
+            _fail(f"[red]config error[/red]\n{exc}")
+    if result.skipped:
+        out.print(
+            f"left out {sum(result.skipped.values())} conversations: {said(result.skipped)}", highlight=False
+        )
+    if not result.rows:
+        _fail(f"no conversation could be labelled ({len(prompts)} tried); nothing written to {out_file}")
+    labelling.write_rows(result.rows, out_file)
+    ideal = Counter(row["ideal_tier"] for row in result.rows)
+    mix = ", ".join(f"{t} {ideal.get(t, 0)}" for t in cfg.tier_names)
+    out.print(
+        f"labelled {len(result.rows)} conversations into {out_file} (judge: {result.judge}); ideal tiers: "
+        f"{mix}; cost: answers ${result.answer_cost_usd:.4f}, judging ${result.judge_cost_usd:.4f}",
+        highlight=False,
+    )
 
 
 def main() -> None:

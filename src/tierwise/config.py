@@ -7,6 +7,7 @@ expected there.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from importlib import resources
@@ -31,12 +32,17 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    # On SIGTERM/SIGINT: how long (whole seconds) requests in flight, streams included, may take to finish
+    # before they are cancelled; the store then writes every record it holds.
+    shutdown_grace_s: int = Field(30, ge=0)
 
 
 class ApiKey(_Strict):
     id: str
     key: SecretStr
     user_tier: str | None = None
+    # The key's team: when set, the request class of its requests (an x-tierwise-class header still wins).
+    team: str | None = Field(None, min_length=1)
 
 
 class AuthConfig(_Strict):
@@ -90,6 +96,9 @@ class ModelConfig(_Strict):
     name: str | None = None
     context_window: int = Field(128_000, gt=0)
     supports_tools: bool = True
+    # Whether an Anthropic model takes extended thinking: when false, a client's thinking setting and the
+    # thinking blocks of its assistant turns are left out of what the model is sent.
+    supports_thinking: bool = True
     price: Price | None = None
 
 
@@ -116,11 +125,14 @@ class Rule(_Strict):
     tier: str | None = None
     min_tier: str | None = None
     max_tier: str | None = None
+    # The request class of matching requests (for metrics, per-class cascades), instead of the task type.
+    request_class: str | None = Field(None, alias="class", min_length=1)
 
     @model_validator(mode="after")
     def _one_action(self) -> Rule:
-        if sum(x is not None for x in (self.tier, self.min_tier, self.max_tier)) != 1:
-            raise ValueError("a rule needs exactly one of tier, min_tier, max_tier")
+        actions = sum(x is not None for x in (self.tier, self.min_tier, self.max_tier))
+        if actions > 1 or (actions == 0 and self.request_class is None):
+            raise ValueError("a rule needs exactly one of tier, min_tier, max_tier (or only a class)")
         return self
 
 
@@ -289,11 +301,21 @@ class CascadeClassConfig(_Strict):
     """One request class's departures from the cascade; keys left out keep the cascade's."""
 
     policy: Literal["direct", "cascade"] | None = None
+    # With policy direct: the tier the class is routed to, in place of its task type's tier (domain floors,
+    # rules, user tier caps and the blacklist still apply). `tierwise learn` sets it for classes whose
+    # cascades never escalate.
+    tier: str | None = None
     start: str | None = None
     gates: list[GateSpec] | None = None
     max_escalations: int | None = Field(None, ge=0)
     hints: bool | None = None
     stream_first: bool | None = None
+
+    @model_validator(mode="after")
+    def _tier_needs_direct(self) -> CascadeClassConfig:
+        if self.tier is not None and self.policy != "direct":
+            raise ValueError("tier: needs policy: direct (a cascaded class starts at start:)")
+        return self
 
 
 class CascadeConfig(_Strict):
@@ -322,17 +344,28 @@ class CascadeConfig(_Strict):
         if override is None:
             return self
         # The override's own values (GateSpec objects stay objects), only the keys it sets.
-        update = {k: getattr(override, k) for k in override.model_fields_set if k != "policy"}
+        update = {k: getattr(override, k) for k in override.model_fields_set if k not in ("policy", "tier")}
         return self.model_copy(update={**update, "classes": {}})
 
 
 class AutoConfig(_Strict):
-    """The auto policy's bands on the learned classifier's probabilities that a tier will do."""
+    """The auto policy's bands on the learned classifier's routing scores (what its thresholds compare)."""
 
     # At or above: the cheapest tier answers alone.
     confident_cheap: float = Field(0.9, ge=0, le=1)
     # Below (for every tier below premium): premium answers alone. In between: a cascade.
     confident_premium: float = Field(0.2, ge=0, le=1)
+
+
+class ModelAlias(_Strict):
+    """A model name clients send (a glob, e.g. ``claude-opus-*``) and what it stands for."""
+
+    # Matched against the requested model ignoring case, with * ? [...] as in shell globs.
+    match: str = Field(min_length=1)
+    # tierwise/auto, tierwise/<tier>, or a configured model.
+    to: str = Field(min_length=1)
+    # With a tier: the router picks as for tierwise/auto, but never above that tier (it may go below it).
+    route_down: bool = False
 
 
 class RoutingConfig(_Strict):
@@ -354,6 +387,24 @@ class RoutingConfig(_Strict):
     user_tier_caps: dict[str, str] = Field(default_factory=dict)
     # Whether clients may pick a tier (``tierwise/<tier>``) or a concrete model.
     allow_explicit_tier: bool = True
+    # Client model names (globs, first match wins) mapped to tierwise/auto, a tier or a configured model.
+    model_aliases: list[ModelAlias] = Field(default_factory=list)
+
+    def alias_for(self, model: str) -> ModelAlias | None:
+        """The first alias whose pattern matches ``model``; names under ``tierwise/`` are never aliased."""
+        if not self.model_aliases or model.startswith("tierwise/"):
+            return None
+        lowered = model.lower()
+        return next((a for a in self.model_aliases if fnmatch.fnmatchcase(lowered, a.match.lower())), None)
+
+
+class CircuitConfig(_Strict):
+    """A circuit breaker per configured model: after ``failures`` retryable failures within ``window_s`` the
+    model is skipped for ``open_s``, then one trial request decides whether it closes or opens again."""
+
+    failures: int = Field(5, ge=1, le=1000)
+    window_s: float = Field(30.0, gt=0)
+    open_s: float = Field(15.0, gt=0)
 
 
 class RetryConfig(_Strict):
@@ -366,6 +417,8 @@ class RetryConfig(_Strict):
     timeout_s: float = Field(60.0, gt=0)
     # After a tier's models all fail, try the tiers above it.
     fallback_up: bool = True
+    # Per model: skip one that keeps failing; null turns the breakers off.
+    circuit: CircuitConfig | None = Field(default_factory=CircuitConfig)
 
 
 def default_store_path() -> Path:
@@ -377,16 +430,73 @@ def default_store_path() -> Path:
 
 
 class StoreConfig(_Strict):
-    path: str | None = None  # None: default_store_path()
+    # sqlite: one file, one process; postgres: a database several replicas share (docs/deployment.md).
+    type: Literal["sqlite", "postgres"] = "sqlite"
+    path: str | None = None  # sqlite; None: default_store_path()
+    dsn: SecretStr | None = None  # postgres: a postgresql:// URL, e.g. "${DATABASE_URL}"
     prompts: PromptStorage = "full"
     batch_size: int = Field(256, gt=0)
     flush_interval_s: float = Field(0.2, gt=0)
+    # postgres: how often each replica checks for a config version another one published.
+    sync_interval_s: float = Field(2.0, gt=0)
 
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser() if self.path else default_store_path()
 
+    def describe(self) -> str:
+        """Where the records go, for messages (a database URL without its credentials)."""
+        if self.type == "postgres" and self.dsn is not None:
+            from tierwise.store.postgres import describe_dsn
+
+            return describe_dsn(self.dsn.get_secret_value())
+        return str(self.resolved_path())
+
+    @model_validator(mode="after")
+    def _backend(self) -> StoreConfig:
+        if self.type == "postgres":
+            if self.dsn is None:
+                raise ValueError('dsn: type postgres needs a connection string, e.g. dsn: "${DATABASE_URL}"')
+            if self.path is not None:
+                raise ValueError("path: only for type sqlite; a postgres store is named by dsn")
+            from tierwise.store.postgres import check_dsn
+
+            problem = check_dsn(self.dsn.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"dsn: {problem}")
+        elif self.dsn is not None:
+            raise ValueError("dsn: only for type postgres (set type: postgres, or leave dsn out)")
+        return self
+
+
+class JudgeConfig(_Strict):
+    # The configured model that compares answers pairwise; null: a programmatic comparison (the gates).
+    model: str | None = None
+    # Ask twice with the answers' positions swapped, to cancel the judge's order bias.
+    swap: bool = True
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class ShadowConfig(_Strict):
+    """Shadow mode and live baseline sampling (see docs/shadow.md)."""
+
+    # The model the team uses today: what ``mode: shadow`` serves, and what comparisons measure against.
+    # Null: the premium tier's first model.
+    baseline_model: str | None = None
+    # mode shadow: the share of requests the router also answers, in the background.
+    sample: float = Field(0.05, ge=0, le=1)
+    # mode live: the share of routed requests the baseline model also answers, in the background.
+    baseline_sample: float = Field(0.0, ge=0, le=1)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    # What background answers and judging may spend per UTC day, per process; past it shadow work stops.
+    max_spend_usd_per_day: float = Field(5.0, ge=0)
+    # Background comparisons running at once; a sampled request finding them all busy is skipped.
+    max_concurrent: int = Field(8, gt=0)
+
 
 class RouterConfig(_Strict):
+    # live: the router serves; shadow: the baseline model serves and the router runs beside it for a sample.
+    mode: Literal["live", "shadow"] = "live"
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     providers: dict[str, ProviderConfig]
@@ -446,12 +556,30 @@ class RouterConfig(_Strict):
         for name, override in r.cascade.classes.items():
             if override.start not in (None, "cheapest", "classifier"):
                 check(f"routing.cascade.classes.{name}.start", override.start)
+            check(f"routing.cascade.classes.{name}.tier", override.tier)
         if r.policy == "auto" and r.classifier.type != "learned":
             problems.append(
                 "routing.policy: auto needs the learned classifier (routing.classifier.type: learned)"
             )
+        for i, alias in enumerate(r.model_aliases):
+            at = f"routing.model_aliases.{i}"
+            if alias.to.startswith("tierwise/"):
+                if alias.to != "tierwise/auto":
+                    check(f"{at}.to", alias.to.removeprefix("tierwise/"))
+            elif alias.to not in self.models:
+                problems.append(
+                    f"{at}.to: unknown model {alias.to!r} "
+                    "(use tierwise/auto, tierwise/<tier> or a configured model)"
+                )
+            if alias.route_down and (alias.to == "tierwise/auto" or not alias.to.startswith("tierwise/")):
+                problems.append(f"{at}.route_down: needs a tier in to (tierwise/<tier>)")
         if r.llm_classifier is not None and r.llm_classifier.model not in self.models:
             problems.append(f"routing.llm_classifier.model: unknown model {r.llm_classifier.model!r}")
+        shadow = self.shadow
+        if shadow.baseline_model is not None and shadow.baseline_model not in self.models:
+            problems.append(f"shadow.baseline_model: unknown model {shadow.baseline_model!r}")
+        if shadow.judge.model is not None and shadow.judge.model not in self.models:
+            problems.append(f"shadow.judge.model: unknown model {shadow.judge.model!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -511,18 +639,25 @@ def parse_config(data: Any, source: str = "config") -> RouterConfig:
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path | None = None) -> RouterConfig:
-    """Load a YAML config file; ``None`` loads the embedded demo default."""
+def read_config_text(path: str | Path | None = None) -> tuple[str, str]:
+    """A config file's text and its name for messages; ``None``: the embedded demo default."""
     if path is None:
         text = resources.files("tierwise.data").joinpath("default.yaml").read_text("utf-8")
-        source = "<embedded default config>"
-    else:
-        p = Path(path)
-        try:
-            text = p.read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
-        source = str(p)
+        return text, "<embedded default config>"
+    p = Path(path)
+    try:
+        return p.read_text("utf-8"), str(p)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+
+
+def load_config(path: str | Path | None = None) -> RouterConfig:
+    """Load a YAML config file; ``None`` loads the embedded demo default."""
+    return parse_config_text(*read_config_text(path))
+
+
+def parse_config_text(text: str, source: str) -> RouterConfig:
+    """Validate a config's YAML text; ``source`` names it in errors."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -33,6 +33,9 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    # An assistant turn's extended-thinking blocks (Anthropic's ``thinking``/``redacted_thinking``, signatures
+    # included), sent back unchanged to Anthropic upstreams, which need them in tool-use loops.
+    thinking: list[dict[str, Any]] = field(default_factory=list)
 
     def text(self) -> str:
         """The message's text parts joined; images and other parts are left out."""
@@ -84,6 +87,9 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)
     # Retrieved documents the client attached (the ``documents`` extension field), for the grounding gate.
     documents: list[Document] = field(default_factory=list)
+    # Anthropic's extended-thinking setting and top_k, for Anthropic upstreams (others have no such thing).
+    thinking: dict[str, Any] | None = None
+    top_k: int | None = None
     # A cascade's hint for a senior tier (the juniors' drafts); each wire format adds it to the system prompt.
     # Kept apart from ``messages`` so that the client's conversation stays as it was sent.
     hint: str | None = None
@@ -118,6 +124,8 @@ class ChatResponse:
     finish_reason: FinishReason = "stop"
     usage: Usage = field(default_factory=Usage)
     created: int = 0
+    # Extended-thinking blocks an Anthropic upstream answered with, as it sent them (signatures included).
+    thinking: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -138,6 +146,26 @@ class StreamDelta:
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    # Extended thinking, streamed by Anthropic upstreams: a piece of a thinking block's text, the signature
+    # that closes the block, or a whole redacted block's data.
+    thinking: str | None = None
+    thinking_signature: str | None = None
+    redacted_thinking: str | None = None
+
+
+def add_thinking(blocks: list[dict[str, Any]], delta: StreamDelta) -> None:
+    """Grow ``blocks`` (thinking blocks as the Messages API writes them) by a delta's thinking pieces: text
+    goes into the open thinking block (a new one after a signed or redacted block), a signature closes it."""
+    if delta.thinking is not None:
+        if not blocks or blocks[-1]["type"] != "thinking" or "signature" in blocks[-1]:
+            blocks.append({"type": "thinking", "thinking": ""})
+        blocks[-1]["thinking"] += delta.thinking
+    if delta.thinking_signature is not None:
+        if not blocks or blocks[-1]["type"] != "thinking" or "signature" in blocks[-1]:
+            blocks.append({"type": "thinking", "thinking": ""})
+        blocks[-1]["signature"] = delta.thinking_signature
+    if delta.redacted_thinking is not None:
+        blocks.append({"type": "redacted_thinking", "data": delta.redacted_thinking})
 
 
 @dataclass(slots=True)
@@ -151,10 +179,13 @@ class StreamAccumulator:
     calls: dict[int, ToolCall] = field(default_factory=dict)
     finish_reason: FinishReason = "stop"
     usage: Usage | None = None
+    thinking: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, delta: StreamDelta) -> None:
         if delta.content:
             self.parts.append(delta.content)
+        if delta.thinking is not None or delta.thinking_signature is not None or delta.redacted_thinking:
+            add_thinking(self.thinking, delta)
         for piece in delta.tool_calls:
             call = self.calls.get(piece.index)
             if call is None:
@@ -180,4 +211,5 @@ class StreamAccumulator:
             finish_reason=self.finish_reason,
             usage=self.usage or Usage(),
             created=self.created,
+            thinking=self.thinking,
         )

@@ -7,12 +7,20 @@ tierwise_cascaded_total``, the saving ``1 - tierwise_cost_usd_total / tierwise_b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tierwise.report import escalated
 from tierwise.store import RecordSink
-from tierwise.store.records import RoutingRecord
+from tierwise.store.records import Comparison, Feedback, RoutingRecord
+
+if TYPE_CHECKING:
+    from tierwise.policy.circuit import Circuits
 
 __all__ = ["CONTENT_TYPE", "Metrics", "MetricsSink"]
 
@@ -44,6 +52,12 @@ class Metrics:
         self.escalations = Counter(
             "tierwise_escalations", "Cascaded requests past their start tier.", by_class, registry=reg
         )
+        self.comparisons = Counter(
+            "tierwise_shadow_comparisons",
+            "Router against baseline comparisons (shadow, baseline sampling), by outcome for the router.",
+            [*by_class, "mode", "outcome"],
+            registry=reg,
+        )
         self.latency = Histogram(
             "tierwise_latency_seconds",
             "Time to the full answer (or error).",
@@ -66,8 +80,52 @@ class Metrics:
                 self.escalations.labels(klass).inc()
         self.latency.labels(klass).observe(record.latency_ms / 1000)
 
+    def observe_comparison(self, pair: Comparison) -> None:
+        if pair.score is None:
+            outcome = "failed"
+        else:
+            outcome = "win" if pair.score > 0.5 else "tie" if pair.score == 0.5 else "loss"
+        self.comparisons.labels(pair.request_class or "unrouted", pair.mode, outcome).inc()
+
+    def track_circuits(self, source: Callable[[], Circuits]) -> None:
+        """Expose the circuit breakers ``source`` returns (read at each scrape, so a reloaded engine's):
+        ``tierwise_circuit_open{model}`` (1 while open or half-open) and ``tierwise_circuit_opened_total``."""
+        self.registry.register(_CircuitCollector(source))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CircuitCollector(Collector):
+    """Reads the breakers at scrape time: nothing on the request path."""
+
+    def __init__(self, source: Callable[[], Circuits]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        gauge, opened = self._families()
+        for breaker in self._source().breakers():
+            gauge.add_metric([breaker.model], 0.0 if breaker.state == "closed" else 1.0)
+            opened.add_metric([breaker.model], float(breaker.opened))
+        return iter((gauge, opened))
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "tierwise_circuit_open",
+                "1 while a model's circuit breaker is open or half-open (calls skipped), 0 when closed.",
+                labels=["model"],
+            ),
+            CounterMetricFamily(
+                "tierwise_circuit_opened",
+                "Times a model's circuit breaker has opened.",
+                labels=["model"],
+            ),
+        )
 
 
 class MetricsSink:
@@ -77,6 +135,9 @@ class MetricsSink:
         self.metrics = metrics
         self.inner = inner
 
-    def submit(self, record: RoutingRecord) -> None:
-        self.metrics.observe(record)
+    def submit(self, record: RoutingRecord | Feedback | Comparison) -> None:
+        if isinstance(record, RoutingRecord):
+            self.metrics.observe(record)
+        elif isinstance(record, Comparison):
+            self.metrics.observe_comparison(record)
         self.inner.submit(record)

@@ -315,12 +315,13 @@ def build_stats(
     premium_tier: str,
     request_class: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the stats endpoint and the dashboard show for one window, optionally for one class."""
+    """Everything the stats endpoint and the dashboard show for one window, optionally for one class. The
+    premium tier's p95, the yardstick for latency warnings, is over all the window's requests either way."""
+    premium = premium_p95(records, premium_tier)
     if request_class is not None:
         records = [r for r in records if r.request_class == request_class]
         comparisons = [c for c in comparisons if c.request_class == request_class]
     summary = summarize(records, feedback, comparisons)
-    premium = premium_p95(records, premium_tier)
     return {
         "since": start,
         "until": end,

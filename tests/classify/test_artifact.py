@@ -34,7 +34,17 @@ KNN_ARRAYS = tuple(
     f"knn_{name}" for name in ("frequent", "block", "term_ptr", "docs", "weights", "dense", "labels")
 )
 COST_ARRAYS = ("cost_coef", "cost_intercept", "risk_scale", "kappa")
-COMMON_ARRAYS = ("idf", "dense_mean", "dense_scale", "base_rate")
+COMMON_ARRAYS = (
+    "idf",
+    "dense_mean",
+    "dense_scale",
+    "base_rate",
+    "usable",
+    "shortfall_mean",
+    "k",
+    "prior",
+    "risk",
+)
 
 
 def write_archive(path: Path, meta: Any, **arrays: np.ndarray) -> Path:
@@ -96,7 +106,8 @@ def test_round_trip_keeps_every_hyperparameter(tmp_path: Path) -> None:
     records = synthetic_records(60, seed=1)
     hyper = {
         "min_df": 1, "max_terms": 500, "c": 0.25, "min_examples": 5, "family": "blend", "k": 7, "prior": 0.5,
-        "components": 8, "dense_weight": 0.2, "text_only": True, "cost_aware": False,
+        "components": 8, "dense_weight": 0.2, "text_only": True, "cost_aware": False, "risk": "binary",
+        "embedding_weight": 0.25,
     }  # fmt: skip
     assert set(hyper) == set(DEFAULTS)  # every constructor argument, none left at its default
     assert all(hyper[k] != DEFAULTS[k] for k in hyper)
@@ -138,7 +149,7 @@ def test_load_accepts_a_string_path_with_a_tilde(
 
 def test_metadata(router: LearnedRouter, saved: Path) -> None:
     meta = good_meta(saved)
-    assert meta["format"] == FORMAT == "tierwise-router/2"
+    assert meta["format"] == FORMAT == "tierwise-router/3"
     assert meta["tierwise"] == __version__
     assert isinstance(meta["created"], float) and meta["created"] > 1.6e9
     assert meta["tiers"] == ["cheap", "mid", "premium"]
@@ -160,7 +171,9 @@ def test_metadata_without_extra(router: LearnedRouter, tmp_path: Path) -> None:
         "models",
         "dense_features",
         "hyperparameters",
+        "selected",
     }
+    assert meta["selected"] == {"k": router.k_, "prior": router.prior_, "risk": router.risk_}
 
 
 def test_file_sha256(tmp_path: Path) -> None:
@@ -186,7 +199,8 @@ def test_the_file_is_a_plain_npz_without_pickle(saved: Path) -> None:
     assert isinstance(vocabulary, list) and all(isinstance(t, str) for t in vocabulary)
     assert arrays["idf"].shape == (len(vocabulary),)
     assert arrays["cost_coef"].shape == (len(MODELS), len(vocabulary) + len(DENSE_FEATURES))
-    assert arrays["knn_labels"].shape == (200, len(MODELS) - 1)  # one row per training prompt
+    # one row per training prompt: per tier, its 0/1 label and its shortfall against premium
+    assert arrays["knn_labels"].shape == (200, 2 * (len(MODELS) - 1))
     assert arrays["kappa"].shape == ()
 
 

@@ -176,3 +176,52 @@ def test_cost_aware_scores_follow_what_each_prompt_costs() -> None:
     dear = router.predict_request(request("Summarise this long report number 3.")).max()
     cheap = router.predict_request(request("Say hello number 3.")).max()
     assert dear > cheap
+
+
+def test_a_tier_that_never_matched_premium_scores_zero_not_the_mixing_rate() -> None:
+    """Its risk would be the training mean, which prices it at exactly kappa: a score of 0.5, which the
+    default threshold admits. Marked unusable, it scores 0 and the other tiers keep theirs."""
+    # One cheap tier that never matched premium: it loses 0.6 everywhere, premium's mean shortfall.
+    costs, kappa = np.asarray([0.001, 0.1]), (0.1 - 0.001) / 0.6
+    tied = routing_scores(np.asarray([0.0]), costs, np.asarray([0.6]), kappa)
+    assert tied[0] == pytest.approx(0.5)  # the tie the guard removes
+    assert routing_scores(np.asarray([0.0]), costs, np.asarray([0.6]), kappa, np.asarray([False]))[0] == 0.0
+    # With a mid tier that did match, only the never-matched tier goes to 0.
+    costs3 = np.asarray([0.001, 0.01, 0.1])
+    usable = np.asarray([False, True])
+    guarded = routing_scores(np.asarray([0.0, 0.5]), costs3, np.asarray([0.6, 0.6]), kappa, usable)
+    assert guarded[0] == 0.0 and guarded[1] > 0.5
+
+
+@pytest.mark.parametrize("risk", ["binary", "signed"])
+def test_a_router_never_sends_to_a_tier_that_never_matched_premium(risk: str) -> None:
+    records = synthetic_records(80, seed=2)
+    for r in records:
+        r.outcomes["m-cheap"] = type(r.outcomes["m-cheap"])(0.0, r.outcomes["m-cheap"].cost_usd, None)
+        r.outcomes["m-premium"] = type(r.outcomes["m-premium"])(1.0, r.outcomes["m-premium"].cost_usd, None)
+    router = LearnedRouter(risk=risk).fit(records, OutcomeTable.from_records(records, list(MODELS)))
+    assert not router.usable_[0] and router.usable_[1]
+    scores = router.predict(records)
+    assert np.all(scores[:, 0] == 0.0)
+    assert router.predict_request(request(EASY))[0] == 0.0
+
+
+def test_k_prior_and_risk_are_chosen_by_leave_one_out_unless_given() -> None:
+    router = fit(n=120)
+    assert router.k is None and router.prior is None and router.risk == "auto"
+    assert (router.k_, router.risk_) in {(k, r) for k in (30, 100) for r in ("binary", "signed")}
+    assert len(router.selection_) == 12 and max(router.selection_, key=router.selection_.__getitem__) == (
+        router.k_,
+        router.prior_,
+        router.risk_,
+    )
+    given = fit(n=120, k=7, prior=0.5, risk="binary")
+    assert (given.k_, given.prior_, given.risk_) == (7, 0.5, "binary")
+    assert not hasattr(given, "selection_")
+
+
+def test_the_signed_risk_needs_knn_and_an_unknown_risk_is_refused() -> None:
+    with pytest.raises(ValueError, match="signed risk needs the knn family"):
+        fit(family="logreg", risk="signed")
+    with pytest.raises(ValueError, match="unsupported risk 'bold'"):
+        fit(risk="bold")

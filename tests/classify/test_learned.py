@@ -392,18 +392,19 @@ def test_labels_compare_with_premium_score_not_with_one() -> None:
 
 
 DEFAULTS = {
-    "min_df": 2, "max_terms": 200_000, "c": 1.0, "min_examples": 2, "family": "knn", "k": 30, "prior": 1 / 3,
-    "components": 32, "dense_weight": 0.3, "text_only": False, "cost_aware": True,
-}  # fmt: skip
+    "min_df": 2, "max_terms": 200_000, "c": 1.0, "min_examples": 2, "family": "knn", "k": None, "prior": None,
+    "components": 32, "dense_weight": 0.3, "text_only": False, "cost_aware": True, "risk": "auto",
+    "embedding_weight": 0.5,
+}  # fmt: skip  # every constructor argument but the encoder (a callable, never saved)
 
 
 def test_init_stores_only_hyperparameters() -> None:
     r = LearnedRouter(min_df=3, max_terms=50, c=0.5, min_examples=4, family="logreg", k=5, cost_aware=False)
     assert vars(r) == {
         **DEFAULTS, "min_df": 3, "max_terms": 50, "c": 0.5, "min_examples": 4, "family": "logreg", "k": 5,
-        "cost_aware": False,
+        "cost_aware": False, "encoder": None,
     }  # fmt: skip
-    assert vars(LearnedRouter()) == DEFAULTS
+    assert vars(LearnedRouter()) == {**DEFAULTS, "encoder": None}
 
 
 def test_fit_returns_self_and_learned_attributes_end_in_underscore() -> None:
@@ -416,11 +417,12 @@ def test_fit_returns_self_and_learned_attributes_end_in_underscore() -> None:
     assert all(name.endswith("_") and not name.startswith("_") for name in learned), learned
     assert {
         "vocabulary_", "idf_", "dense_mean_", "dense_scale_", "base_rate_", "neighbours_", "cost_coef_",
-        "cost_intercept_", "risk_scale_", "kappa_", "tiers_", "models_",
+        "cost_intercept_", "risk_scale_", "kappa_", "tiers_", "models_", "k_", "prior_", "risk_", "usable_",
+        "shortfall_mean_",
     } <= learned  # fmt: skip
     assert not hasattr(r, "coef_")  # a knn router has no linear model
     # Hyperparameters are not changed by fitting.
-    assert {k: vars(r)[k] for k in before} == DEFAULTS
+    assert {k: vars(r)[k] for k in before} == {**DEFAULTS, "encoder": None}
     assert r.base_rate_.shape == (2,) and r.risk_scale_.shape == (2,)
     # One cost model per tier, premium included, over the same representation.
     assert r.cost_coef_.shape == (3, len(r.vocabulary_) + len(DENSE_FEATURES))

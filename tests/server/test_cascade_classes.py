@@ -93,7 +93,7 @@ def test_auto_goes_direct_when_sure_and_cascades_when_not(
     # Bands that every prompt clears: always the cheapest tier, directly.
     _, sure = make({"policy": "auto", "classifier": classifier, "auto": {"confident_cheap": 0.0}})
     raw = ask(sure, "Translate this sentence into French: the comet is next to the parrot.")
-    assert raw.headers["x-tierwise-reason"].startswith("auto:direct(p(cheap:")
+    assert raw.headers["x-tierwise-reason"].startswith("auto:direct(score(cheap:")
     assert raw.headers["x-tierwise-tier"] == "cheap" and "x-tierwise-path" not in raw.headers
     # Bands no prompt clears: always a cascade from the cheapest tier.
     _, unsure = make(
@@ -105,7 +105,7 @@ def test_auto_goes_direct_when_sure_and_cascades_when_not(
     )
     openai_upstream.set_default(Behaviour(content='{"ok": 1}'))
     raw = ask(unsure, "Prove the theorem that every finite saddle graph contains a prairie cycle.")
-    assert raw.headers["x-tierwise-reason"].startswith("auto:unsure(p(cheap:")
+    assert raw.headers["x-tierwise-reason"].startswith("auto:unsure(score(cheap:")
     assert raw.headers["x-tierwise-path"] == "cheap(pass)"
 
 

@@ -219,19 +219,23 @@ def test_streaming_carries_the_learned_reason(
     assert record.reason == reason and record.stream
 
 
-def test_the_auto_policy_compares_the_probabilities_with_its_bands(
+def test_the_auto_policy_compares_the_routing_scores_with_its_bands(
     start_proxy: Any, openai_upstream: FakeUpstream, artifact: Path, loaded: LearnedRouter
 ) -> None:
-    """The auto policy's bands say how sure the classifier is: they read P, not the cost-aware score."""
+    """The auto policy's bands read the routing scores, as `tierwise bench` measures and calibrates them."""
     scores, p = loaded.score_and_proba_request(request(EASY))
     assert p[0] > scores[0] + 0.02  # a band between the two tells which one is compared
     band = round(float(p[0] + scores[0]) / 2, 3)
     classifier = {"type": "learned", "artifact": str(artifact)}
     routing = {"policy": "auto", "classifier": classifier, "auto": {"confident_cheap": band}}
     proxy = start_proxy(router_config(openai_upstream.base_url, routing=routing))
-    tier, model, reason = ask(proxy, EASY)
-    assert (tier, model) == ("cheap", "cheap-a")
-    assert reason == f"auto:direct(p(cheap:{p[0]:.2f},mid:{p[1]:.2f})>={band:g})"
+    _, _, reason = ask(proxy, EASY)
+    assert reason == f"auto:unsure(score(cheap:{scores[0]:.2f},mid:{scores[1]:.2f}))"
+    low = start_proxy(router_config(openai_upstream.base_url, routing={
+        **routing, "auto": {"confident_cheap": round(float(scores[0]) - 0.01, 3)}
+    }))  # fmt: skip
+    tier, model, reason = ask(low, EASY)
+    assert (tier, model) == ("cheap", "cheap-a") and reason.startswith("auto:direct(score(cheap:")
 
 
 def test_rules_classifier_is_the_default(start_proxy: Any, openai_upstream: FakeUpstream) -> None:

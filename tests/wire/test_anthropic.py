@@ -10,6 +10,7 @@ from tierwise.errors import RequestError
 from tierwise.messages import (
     ChatRequest,
     ChatResponse,
+    Document,
     Message,
     StreamAccumulator,
     StreamDelta,
@@ -312,6 +313,8 @@ def test_stream_parser_deltas() -> None:
     parser = wire.StreamParser()
     deltas = [d for event in events_for_text_and_tools() if (d := parser.feed(event)) is not None]
     assert deltas == [
+        StreamDelta(thinking=""),  # a thinking block starts
+        StreamDelta(thinking="hm"),
         StreamDelta(content="Hel"),
         StreamDelta(content="lo"),
         StreamDelta(tool_calls=[ToolCallDelta(0, "toolu_a", "weather", "")]),
@@ -391,10 +394,12 @@ def test_parse_request_full() -> None:
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA="}},
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
         ]),
-        Message("assistant", "Checking.", tool_calls=[ToolCall("toolu_1", "weather", '{"city":"Oslo"}')]),
+        Message("assistant", "Checking.", tool_calls=[ToolCall("toolu_1", "weather", '{"city":"Oslo"}')],
+                thinking=[{"type": "thinking", "thinking": "...", "signature": "x"}]),
         Message("tool", "-3C", tool_call_id="toolu_1"),
         Message("user", "Thanks"),
     ]  # fmt: skip
+    assert request.top_k == 5
     assert request.tools == [Tool("weather", "d", WEATHER.parameters)]
     assert request.tool_choice == {"type": "function", "function": {"name": "weather"}}
     assert request.extra == {"parallel_tool_calls": False}
@@ -443,9 +448,23 @@ def test_client_request_survives_a_round_trip_to_an_upstream_body() -> None:
         (user_blocks({"type": "text"}), "messages.0.content.0.text"),
         (user_blocks({"type": "image", "source": {"type": "file"}}), "messages.0.content.0.source"),
         (
-            user_blocks({"type": "document", "source": {}}),
+            user_blocks({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}),
+            "messages.0.content.0.source",
+        ),
+        (user_blocks({"type": "document", "source": {"type": "text", "media_type": "text/plain"}}), "messages.0.content.0.source.data"),
+        (user_blocks({"type": "document", "title": 5, "source": {"type": "text", "data": "x"}}), "messages.0.content.0.title"),
+        (
+            user_blocks({"type": "document", "source": {"type": "content", "content": [{"type": "image", "source": {}}]}}),
+            "messages.0.content.0.source.content.0.type",
+        ),
+        (
+            client_body(messages=[{"role": "assistant", "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]),
             "messages.0.content.0.type",
         ),
+        (client_body(thinking={"type": "sometimes"}), "thinking.type"),
+        (client_body(output_config={"format": {"type": "json_schema"}}), "output_config.format.schema"),
+        (client_body(mcp_servers=[]), "mcp_servers"),
         (
             user_blocks({"type": "tool_result", "content": "x"}),
             "messages.0.content.0.tool_use_id",
@@ -468,6 +487,96 @@ def test_parse_request_errors_name_the_field(body: dict[str, Any], param: str) -
         server.parse_request(body)
     assert caught.value.param == param
     assert caught.value.message.startswith(param)
+
+
+def test_documents_reach_the_model_as_text_and_the_grounding_gate_as_documents() -> None:
+    body = user_blocks(
+        {"type": "document", "title": 'Refund "policy"', "context": "from the wiki", "citations": {"enabled": True},
+         "source": {"type": "text", "media_type": "text/plain", "data": "Refunds take 5 days."}},
+        {"type": "document", "cache_control": {"type": "ephemeral"},
+         "source": {"type": "content", "content": [{"type": "text", "text": "Part one."}, {"type": "text", "text": "Part two."}]}},
+        {"type": "text", "text": "How long do refunds take?"},
+    )  # fmt: skip
+    request = server.parse_request(body)
+    assert request.messages == [
+        Message("user", [
+            {"type": "text", "text": '<document id="1" title="Refund &quot;policy&quot;">\n'
+                                     "<context>from the wiki</context>\nRefunds take 5 days.\n</document>"},
+            {"type": "text", "text": '<document id="2">\nPart one.\nPart two.\n</document>'},
+            {"type": "text", "text": "How long do refunds take?"},
+        ])
+    ]  # fmt: skip
+    assert request.documents == [
+        Document("1", "Refunds take 5 days.", 'Refund "policy"'),
+        Document("2", "Part one.\nPart two.", None),
+    ]
+    # A document in a tool result is numbered after the ones before it.
+    tool_turn = client_body(
+        messages=[
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "search", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "document", "source": {"type": "content", "content": "Found it."}}]}]},
+        ]
+    )  # fmt: skip
+    request = server.parse_request(tool_turn)
+    assert request.messages[1] == Message(
+        "tool", '<document id="1">\nFound it.\n</document>', tool_call_id="t1"
+    )
+    assert request.documents == [Document("1", "Found it.", None)]
+
+
+def test_thinking_and_top_k_are_kept_other_accepted_parameters_dropped() -> None:
+    body = client_body(
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "redacted_thinking", "data": "abc"}, {"type": "text", "text": "Hello."}]},
+            {"role": "user", "content": "bye"},
+        ],
+        top_k=3, service_tier="auto", speed="standard", inference_geo="us", cache_control={"type": "ephemeral"},
+        output_config={"effort": "low"},
+    )  # fmt: skip
+    request = server.parse_request(body)
+    assert request.messages == [
+        Message("user", "hi"),
+        Message("assistant", "Hello.", thinking=[{"type": "redacted_thinking", "data": "abc"}]),
+        Message("user", "bye"),
+    ]
+    assert request.thinking == {"type": "enabled", "budget_tokens": 2048} and request.top_k == 3
+    assert request.extra == {} and request.response_format is None
+
+
+def test_output_format_becomes_a_json_schema_response_format() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    request = server.parse_request(
+        client_body(output_config={"format": {"type": "json_schema", "schema": schema}})
+    )
+    assert request.response_format == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema},
+    }
+
+
+def test_parse_count_tokens() -> None:
+    request = server.parse_count_tokens(
+        {
+            "model": "claude-opus-4-1",
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Weather?"}],
+            "tools": [{"name": "weather", "input_schema": WEATHER.parameters}],
+        }
+    )
+    assert request.model == "claude-opus-4-1" and request.max_tokens is None
+    assert request.messages == [Message("system", "Be brief."), Message("user", "Weather?")]
+    assert request.tools == [Tool("weather", None, WEATHER.parameters)]
+    for bad, param in (
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}, "max_tokens"),
+        ({"model": "m"}, "messages"),
+    ):
+        with pytest.raises(RequestError) as caught:
+            server.parse_count_tokens(bad)
+        assert caught.value.param == param
 
 
 def test_parse_request_needs_an_object() -> None:
@@ -545,3 +654,51 @@ def test_error_object() -> None:
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "slow down"},
     }
+
+
+def test_thinking_blocks_stream_out_and_accumulate() -> None:
+    deltas = [
+        StreamDelta(thinking=""),
+        StreamDelta(thinking="Let me "),
+        StreamDelta(thinking="see."),
+        StreamDelta(thinking_signature="sig-1"),
+        StreamDelta(redacted_thinking="opaque"),
+        StreamDelta(thinking="More."),
+        StreamDelta(thinking_signature="sig-2"),
+        StreamDelta(content="Answer"),
+        StreamDelta(finish_reason="stop", usage=Usage(3, 4)),
+    ]
+    writer = server.StreamWriter(message_id="msg_1", model="m", input_tokens=3)
+    events = [e for d in deltas for e in writer.add(d)] + writer.finish()
+    shown = [
+        (name, data.get("index"), (data.get("content_block") or data.get("delta") or {}).get("type"))
+        for name, data in events
+    ]
+    assert shown == [
+        ("content_block_start", 0, "thinking"),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "signature_delta"),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, "redacted_thinking"),
+        ("content_block_stop", 1, None),
+        ("content_block_start", 2, "thinking"),
+        ("content_block_delta", 2, "thinking_delta"),
+        ("content_block_delta", 2, "signature_delta"),
+        ("content_block_stop", 2, None),
+        ("content_block_start", 3, "text"),
+        ("content_block_delta", 3, "text_delta"),
+        ("content_block_stop", 3, None),
+        ("message_delta", None, None),
+        ("message_stop", None, None),
+    ]
+    accumulated = StreamAccumulator(id="x", model="m")
+    for d in deltas:
+        accumulated.add(d)
+    assert accumulated.response().thinking == [
+        {"type": "thinking", "thinking": "Let me see.", "signature": "sig-1"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "thinking", "thinking": "More.", "signature": "sig-2"},
+    ]
+    message = server.response_object(accumulated.response(), request_id="msg_1", model="m")
+    assert [b["type"] for b in message["content"]] == ["thinking", "redacted_thinking", "thinking", "text"]

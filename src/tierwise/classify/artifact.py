@@ -1,8 +1,9 @@
 """Saved learned routers: one ``.tw`` file (a NumPy ``.npz`` archive, no pickle) with versioned metadata.
 
 The metadata records the format version, the tiers and the models they were trained on, the feature names,
-the training data's SHA-256 and size, and the hyperparameters. Loading a file of another format version, or
-one trained for other tiers than the config's, is an error that says which.
+the training data's SHA-256 and size, the hyperparameters and, for a router trained with sentence embeddings,
+the embedding model (path, name, dimension). Loading a file of another format version, one trained for other
+tiers than the config's, or one whose embedding model is not available, is an error that says which.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from tierwise.errors import ConfigError
 from tierwise.evals.dataset import EvalRecord
 from tierwise.evals.metrics import OutcomeTable
 
-FORMAT = "tierwise-router/2"  # 2: the model family's own arrays (LearnedRouter.state)
+# 2: the model family's own arrays (LearnedRouter.state); 3: k, prior and risk chosen in fit, each tier's
+# shortfall beside its label in the neighbours, tiers that never matched premium, optional embeddings.
+FORMAT = "tierwise-router/3"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -35,15 +38,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 def out_of_fold_metrics(
-    records: Sequence[EvalRecord], table: OutcomeTable, *, folds: int = 5
+    records: Sequence[EvalRecord], table: OutcomeTable, *, folds: int = 5, encoder: Any = None
 ) -> dict[str, Any]:
     """How well the router does on prompts it was not trained on: k-fold out-of-fold APGR, saving at Q95, and
     per tier the ROC AUC of P(tier will do) against whether it did."""
     from tierwise.evals.metrics import Baselines, apgr, saving_at_quality
     from tierwise.evals.sweep import kfold_predict, sweep
 
-    scores = kfold_predict(LearnedRouter, records, table, folds=folds)
-    proba = kfold_predict(_Probabilities, records, table, folds=folds)
+    scores = kfold_predict(lambda: LearnedRouter(encoder=encoder), records, table, folds=folds)
+    proba = kfold_predict(lambda: _Probabilities(encoder=encoder), records, table, folds=folds)
     base = Baselines.of(table)
     curve = [p for _, p in sweep(table, scores)]
     labels = table.scores[:, :-1] >= table.scores[:, -1:] - 1e-9
@@ -83,7 +86,7 @@ def _auc(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> float:
 
 def hyperparameters(router: LearnedRouter) -> dict[str, Any]:
     """The constructor arguments of ``router`` (scikit-learn's get_params, for our estimator)."""
-    names = [n for n in inspect.signature(LearnedRouter.__init__).parameters if n != "self"]
+    names = [n for n in inspect.signature(LearnedRouter.__init__).parameters if n not in ("self", "encoder")]
     return {name: getattr(router, name) for name in names}
 
 
@@ -117,13 +120,22 @@ def save_router(router: LearnedRouter, path: str | Path, *, extra: dict[str, Any
         "models": list(router.models_),
         "dense_features": list(DENSE_FEATURES),
         "hyperparameters": hyperparameters(router),
+        "selected": {"k": router.k_, "prior": router.prior_, "risk": router.risk_},
         **(extra or {}),
     }
+    if router.encoder is not None:
+        from tierwise.classify.embeddings import describe
+
+        meta["embedding"] = describe(router.encoder, int(router.embedding_dimension_))
     return write_archive(path, meta, router.vocabulary_, arrays)
 
 
-def load_router(path: str | Path) -> tuple[LearnedRouter, dict[str, Any]]:
-    """Read a saved router and its metadata; raises ConfigError naming what is wrong."""
+def load_router(path: str | Path, *, encoder: Any = None) -> tuple[LearnedRouter, dict[str, Any]]:
+    """Read a saved router and its metadata; raises ConfigError naming what is wrong.
+
+    A router trained with sentence embeddings needs its encoder: ``encoder`` if given (any callable, as in
+    training), else the sentence-transformers model at the path the artifact recorded, which must be there
+    (it is never downloaded)."""
     p = Path(path).expanduser()
     try:
         archive = np.load(p, allow_pickle=False)
@@ -147,8 +159,9 @@ def load_router(path: str | Path) -> tuple[LearnedRouter, dict[str, Any]]:
             raise ConfigError(
                 f"{p}: trained on other request features than this tierwise computes; retrain it"
             )
+        encoder = _encoder_for(p, meta, encoder)
         try:
-            router = LearnedRouter(**meta["hyperparameters"])
+            router = LearnedRouter(**meta["hyperparameters"], encoder=encoder)
             vocabulary = orjson.loads(archive["vocabulary"].tobytes())
             router.vocabulary_ = {t: i for i, t in enumerate(vocabulary)}
             router.set_state(archive)
@@ -156,4 +169,37 @@ def load_router(path: str | Path) -> tuple[LearnedRouter, dict[str, Any]]:
             router.models_ = tuple(meta["models"])
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
             raise ConfigError(f"{p}: the router artifact is incomplete or damaged ({exc!r})") from None
+    if encoder is not None and router.embedding_dimension_ != meta["embedding"]["dimension"]:
+        raise ConfigError(f"{p}: the artifact's embeddings do not match its recorded dimension; retrain it")
     return router, meta
+
+
+def _encoder_for(p: Path, meta: dict[str, Any], encoder: Any) -> Any:
+    """The encoder a router needs (None for one trained without embeddings), checked against the artifact."""
+    info = meta.get("embedding")
+    if info is None:
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("dimension"), int):
+        raise ConfigError(f"{p}: the router artifact's embedding record is damaged")
+    if encoder is None:
+        if not info.get("path"):
+            raise ConfigError(
+                f"{p}: trained with a custom sentence encoder ({info.get('name')}); pass the same encoder "
+                "to load it"
+            )
+        from tierwise.classify.embeddings import SentenceEncoder
+
+        try:
+            encoder = SentenceEncoder(info["path"])
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{p}: trained with the sentence embeddings of {info.get('name')} at {info['path']}, "
+                f"which cannot be used here: {exc}"
+            ) from None
+    dimension = getattr(encoder, "dimension", info["dimension"])
+    if dimension != info["dimension"]:
+        raise ConfigError(
+            f"{p}: trained with {info['dimension']}-dimensional embeddings ({info.get('name')}), the encoder "
+            f"gives {dimension}"
+        )
+    return encoder

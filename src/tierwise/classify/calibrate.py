@@ -99,3 +99,97 @@ def write_threshold(config_path: Path, threshold: float, artifact: str | None = 
     classifier["threshold"] = round(float(threshold), 4)
     with config_path.open("w", encoding="utf-8") as handle:
         yaml.dump(data, handle)
+
+
+@dataclass(frozen=True)
+class PolicyCalibration:
+    """The cascade's or the auto policy's parameters for a quality target: the learned gate's threshold
+    (``gate``), and for auto the bands ``hi`` (confident_cheap) and ``lo`` (confident_premium)."""
+
+    policy: str
+    params: dict[str, float]
+    point: Point
+    base: Baselines
+    n: int
+
+    @property
+    def quality_vs_premium(self) -> float:
+        return self.point.quality / self.base.premium.quality if self.base.premium.quality else 1.0
+
+    @property
+    def cost_vs_premium(self) -> float:
+        return self.point.cost_usd / self.base.premium.cost_usd if self.base.premium.cost_usd else 0.0
+
+
+def calibrate_policy(
+    records: Sequence[EvalRecord],
+    table: OutcomeTable,
+    policy: str,
+    quality: float,
+    *,
+    make: type[LearnedRouter] = LearnedRouter,
+    folds: int = 5,
+) -> PolicyCalibration:
+    """The cheapest ``cascade`` or ``auto`` operating point reaching ``quality`` of premium-only quality, on
+    out-of-fold router scores and out-of-fold learned-gate scores (as `tierwise bench` calibrates them). The
+    data must have kept the non-premium tiers' answers: the gate judges them."""
+    from tierwise.evals.cascade_sweep import GateScorer, choose, has_answers, plan_for
+    from tierwise.evals.metrics import point_for
+
+    if policy not in ("cascade", "auto"):
+        raise ValueError(f"policy must be cascade or auto, not {policy!r}")
+    if not has_answers(records, table.models):
+        raise ValueError(
+            "the data kept no answers for the cheaper tiers (response is null): a learned gate cannot be "
+            "calibrated on it"
+        )
+    gate = kfold_predict(GateScorer, records, table, folds=folds)
+    router = kfold_predict(make, records, table, folds=folds) if policy == "auto" else gate * 0
+    params = choose(table, policy, router, gate, quality)
+    plan = plan_for(policy, params, router, gate)
+    clipped = {k: min(max(v, 0.0), 1.0) for k, v in params.items()}
+    return PolicyCalibration(
+        policy, clipped, point_for(table, plan.final, plan.paid), Baselines.of(table), table.n
+    )
+
+
+def write_policy(config_path: Path, result: PolicyCalibration, gate_artifact: str | None = None) -> None:
+    """Set routing.policy, the auto bands and the learned gate's threshold in a YAML config, keeping its
+    comments. The config must list a learned gate in routing.cascade.gates, or ``gate_artifact`` names one
+    to add."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    try:
+        data = yaml.load(config_path.read_text("utf-8"))
+    except (OSError, YAMLError) as exc:
+        raise ConfigError(f"{config_path}: cannot update it ({exc})") from None
+    routing = data.setdefault("routing", {})
+    routing["policy"] = result.policy
+    if result.policy == "auto":
+        auto = routing.setdefault("auto", {})
+        auto["confident_cheap"] = round(result.params["hi"], 4)
+        auto["confident_premium"] = round(result.params["lo"], 4)
+    cascade = routing.setdefault("cascade", {})
+    if "gates" not in cascade:  # keep the default gates the config relied on, and add the learned one
+        from tierwise.config import DEFAULT_GATES
+
+        cascade["gates"] = [{"type": t} for t in DEFAULT_GATES]
+    gates = cascade["gates"]
+    learned = [g for g in gates if isinstance(g, dict) and g.get("type") == "learned"]
+    if not learned:
+        if gate_artifact is None:
+            raise ConfigError(
+                f"{config_path}: routing.cascade.gates has no learned gate; train one with `tierwise "
+                "train-gate` and pass it with --gate"
+            )
+        gates.append({"type": "learned", "artifact": gate_artifact})
+        learned = [gates[-1]]
+    for gate in learned:
+        if gate_artifact is not None:
+            gate["artifact"] = gate_artifact
+        gate["threshold"] = round(result.params["gate"], 4)
+    with config_path.open("w", encoding="utf-8") as handle:
+        yaml.dump(data, handle)

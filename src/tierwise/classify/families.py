@@ -5,7 +5,9 @@ Every family turns the same representation into P(tier j answers as well as prem
 - ``logreg``: one logistic regression per tier over the TF-IDF terms and the scaled request features.
 - ``knn``: the k most cosine-similar training prompts; P is their similarity-weighted share of label 1, shrunk
   towards the tier's base rate by ``prior`` pseudo-neighbours (a prompt with no close neighbour gets the base
-  rate, not a guess).
+  rate, not a guess). The same neighbours also give the tier's expected shortfall against premium (the
+  *signed* risk). k, prior and which risk to use are chosen in fit by leave-one-out on the training set
+  (``select_neighbours``), unless given.
 - ``gbdt``: gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier) over the request features
   and a TruncatedSVD projection of the TF-IDF.
 - ``blend``: the mean of ``logreg`` and ``knn``.
@@ -25,6 +27,11 @@ import numpy.typing as npt
 from tierwise.evals.metrics import FloatArray
 
 FAMILIES = ("logreg", "knn", "gbdt", "blend")
+# How a tier's quality risk is estimated: "binary" = (1 - P(as good as premium)) x the tier's mean shortfall
+# when worse; "signed" = the neighbours' mean of (premium's score - the tier's), so a prompt where the tier
+# tends to beat premium counts as such (knn only).
+RISKS = ("binary", "signed")
+MIN_RISK = 0.01  # a signed risk never goes below this: the saving per unit of risk stays finite
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 F32Array = npt.NDArray[np.float32]
@@ -84,6 +91,11 @@ class Neighbours:
     term by prompt, so a long prompt's common words cost one matrix-vector product; the other terms are
     postings (per term, the prompts holding it and their weights); the request features are rows. Stored in
     float32, which is what a saved artifact holds, so a loaded router predicts exactly what it did in memory.
+
+    With sentence embeddings (tierwise.classify.embeddings), each prompt also has a unit embedding row and the
+    similarity is ``(1 - w) * cos(text + features) + w * cos(embeddings)``, ``w`` the embedding weight.
+    ``labels`` holds what each neighbour says per column: the routers put each tier's 0/1 label and its
+    shortfall against premium side by side.
     """
 
     FREQUENT = 0.05
@@ -97,14 +109,25 @@ class Neighbours:
         weights: F32Array,
         dense: F32Array,
         labels: F32Array,
+        embedded: F32Array | None = None,
+        embedding_weight: float = 0.0,
     ) -> None:
         self.frequent, self.block, self.term_ptr, self.docs = frequent, block, term_ptr, docs
         self.weights, self.dense, self.labels = weights, dense, labels
+        self.embedded, self.embedding_weight = embedded, embedding_weight
 
     @classmethod
-    def build(cls, text: Any, dense: FloatArray, labels: FloatArray) -> Neighbours:
+    def build(
+        cls,
+        text: Any,
+        dense: FloatArray,
+        labels: FloatArray,
+        embedded: FloatArray | None = None,
+        embedding_weight: float = 0.0,
+    ) -> Neighbours:
         """``text``: scipy sparse (n, terms), rows L2-normalised; ``dense``: (n, features), already scaled;
-        ``labels``: (n, tiers), what each neighbour says of each tier."""
+        ``labels``: (n, columns), what each neighbour says of each column; ``embedded``: (n, dimension)
+        sentence embeddings or None."""
         norms = np.sqrt(np.asarray(text.multiply(text).sum(axis=1)).ravel() + (dense * dense).sum(axis=1))
         norms[norms == 0] = 1.0
         by_term = text.multiply(1.0 / norms[:, None]).tocsc().astype(np.float32)
@@ -125,23 +148,36 @@ class Neighbours:
             np.asarray(by_term.data, dtype=np.float32),
             (dense / norms[:, None]).astype(np.float32),
             labels.astype(np.float32),
+            None if embedded is None else unit_rows(embedded).astype(np.float32),
+            embedding_weight if embedded is not None else 0.0,
         )
 
     def arrays(self) -> dict[str, npt.NDArray[Any]]:
-        return {
+        out: dict[str, npt.NDArray[Any]] = {
             "knn_frequent": self.frequent, "knn_block": self.block, "knn_term_ptr": self.term_ptr,
             "knn_docs": self.docs, "knn_weights": self.weights, "knn_dense": self.dense,
             "knn_labels": self.labels,
         }  # fmt: skip
+        if self.embedded is not None:
+            out |= {"knn_embedded": self.embedded, "knn_embedding_weight": np.asarray(self.embedding_weight)}
+        return out
 
     @classmethod
     def from_arrays(cls, a: Any) -> Neighbours:
-        return cls(*(np.asarray(a[f"knn_{name}"]) for name in cls.NAMES))
+        embedded = np.asarray(a["knn_embedded"]) if "knn_embedded" in a else None
+        weight = float(a["knn_embedding_weight"]) if embedded is not None else 0.0
+        frequent, block, term_ptr, docs, weights, dense, labels = (
+            np.asarray(a[f"knn_{n}"]) for n in cls.NAMES
+        )
+        return cls(frequent, block, term_ptr, docs, weights, dense, labels, embedded, weight)
 
     NAMES = ("frequent", "block", "term_ptr", "docs", "weights", "dense", "labels")
 
-    def similarities(self, idx: IntArray, val: FloatArray, dense: FloatArray) -> FloatArray:
-        """Cosine similarity of a query (term indices and weights, scaled dense features) with each prompt."""
+    def similarities(
+        self, idx: IntArray, val: FloatArray, dense: FloatArray, embedded: FloatArray | None = None
+    ) -> FloatArray:
+        """Cosine similarity of a query (term indices and weights, scaled dense features, and its embedding
+        when the prompts have one) with each prompt."""
         norm = math.sqrt(float(val @ val) + float(dense @ dense)) or 1.0
         val = val / norm
         sims: FloatArray = self.dense @ (dense / norm)
@@ -158,6 +194,13 @@ class Neighbours:
             offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
             weights = self.weights[offsets] * np.repeat(val, lengths)
             sims += np.bincount(self.docs[offsets], weights=weights, minlength=len(sims))
+        if self.embedded is not None:
+            if embedded is None:
+                raise ValueError(
+                    "this router was trained with sentence embeddings: give the query's embedding"
+                )
+            w = self.embedding_weight
+            sims = (1 - w) * sims + w * (self.embedded @ unit_rows(embedded[None, :])[0].astype(np.float32))
         return sims
 
     def proba(self, sims: FloatArray, k: int, prior: float, base: FloatArray) -> FloatArray:
@@ -169,6 +212,62 @@ class Neighbours:
         w = np.maximum(sims[top], 0.0)
         out: FloatArray = (w @ self.labels[top] + prior * base) / (w.sum() + prior)
         return out
+
+
+def unit_rows(x: FloatArray) -> FloatArray:
+    norms = np.sqrt((x * x).sum(axis=1, keepdims=True))
+    out: FloatArray = x / np.where(norms > 0, norms, 1.0)
+    return out
+
+
+# ---- choosing k, the prior and the risk by leave-one-out ----
+
+K_GRID = (30, 100)
+PRIOR_GRID = (1 / 3, 1.0, 3.0)
+LOO_NEIGHBOURS = 200  # each training prompt's nearest others kept for the search (k at most this)
+
+
+def nearest_others(
+    x: Any, embedded: FloatArray | None = None, weight: float = 0.0
+) -> tuple[IntArray, FloatArray]:
+    """Each training prompt's ``LOO_NEIGHBOURS`` most similar *other* prompts, most similar first: indices and
+    similarities, shape (n, K). ``x``: scipy sparse (n, d) with unit rows (text + request features);
+    ``embedded``: (n, e) unit rows or None, mixed in with ``weight`` exactly as Neighbours.similarities does.
+    Computed by blocks of rows, so memory stays at a block times n."""
+    n = x.shape[0]
+    width = max(1, min(LOO_NEIGHBOURS, n - 1))
+    idx = np.zeros((n, width), dtype=np.int64)
+    sims = np.zeros((n, width))
+    xt = x.T.tocsc()
+    step = max(1, min(n, 2_000_000 // max(n, 1)))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        block = np.asarray((x[start:stop] @ xt).todense(), dtype=np.float64)
+        if embedded is not None:
+            block = (1 - weight) * block + weight * (embedded[start:stop] @ embedded.T)
+        block[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not itself
+        if n == 1:
+            continue
+        top = np.argpartition(-block, width - 1, axis=1)[:, :width]
+        values = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        idx[start:stop] = np.take_along_axis(top, order, axis=1)
+        sims[start:stop] = np.take_along_axis(values, order, axis=1)
+    return idx, sims
+
+
+def neighbour_means(
+    idx: IntArray, sims: FloatArray, targets: FloatArray, k: int, prior: float, base: FloatArray
+) -> FloatArray:
+    """Neighbours.proba for every training prompt at once, from its nearest *other* prompts: what the prompt
+    would be told by a router trained without it (the same cap of k at a quarter of the prompts)."""
+    k = max(1, min(k, len(idx) // 4, idx.shape[1]))
+    w = np.maximum(sims[:, :k], 0.0)
+    pseudo = prior * k
+    out: FloatArray = (np.einsum("nk,nkj->nj", w, targets[idx[:, :k]]) + pseudo * base) / (
+        w.sum(axis=1, keepdims=True) + pseudo
+    )
+    return out
 
 
 # ---- gradient boosting ----
@@ -219,7 +318,13 @@ class Boosted:
 # ---- the cost-aware routing score ----
 
 
-def routing_scores(p: FloatArray, costs: FloatArray, risk_scale: FloatArray, kappa: float) -> FloatArray:
+def routing_scores(
+    p: FloatArray,
+    costs: FloatArray,
+    risk_scale: FloatArray,
+    kappa: float,
+    usable: BoolArray | None = None,
+) -> FloatArray:
     """Per non-premium tier, a score in [0, 1) that orders routing by dollars saved per unit of quality
     risked.
 
@@ -231,18 +336,30 @@ def routing_scores(p: FloatArray, costs: FloatArray, risk_scale: FloatArray, kap
     tier whose score reaches t", the rule every threshold applies, picks the best tier at the rate
     kappa * t / (1 - t). kappa, the training set's rate for mixing cheap-only with premium-only, puts 0.5
     where the router beats that mixing.
+
+    ``usable`` (per tier) False: the tier never answered as well as premium in training. Such a tier is
+    never a choice and scores 0: otherwise its risk, the training mean, would price it at exactly the mixing
+    rate, a score of 0.5, which the default threshold (0.5) admits.
     """
+    return scores_from_risk(np.maximum(1.0 - p, 1e-9) * risk_scale, costs, kappa, usable)
+
+
+def scores_from_risk(
+    risk: FloatArray, costs: FloatArray, kappa: float, usable: BoolArray | None = None
+) -> FloatArray:
+    """routing_scores from each tier's expected quality loss against premium (``risk``, > 0) directly."""
     costs = np.maximum.accumulate(costs)  # a dearer tier never costs less than a cheaper one
     saving = costs[-1] - costs[:-1]
-    risk = np.maximum(1.0 - p, 1e-9) * risk_scale
-    out = np.zeros(len(p))
+    if usable is not None:
+        saving = np.where(usable, saving, 0.0)
+    out = np.zeros(len(risk))
     if not np.any(saving > 0):
         return out
     current = int(np.argmax(np.where(saving > 0, saving - 1e-12 * risk, -np.inf)))
     rate = 0.0
     while True:
         leave, nxt = saving[current] / risk[current], -1
-        for j in range(len(p)):
+        for j in range(len(risk)):
             if risk[j] < risk[current] and saving[j] > 0:
                 cross = (saving[current] - saving[j]) / (risk[current] - risk[j])
                 if rate <= cross < leave:

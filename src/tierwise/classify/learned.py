@@ -23,13 +23,17 @@ import functools
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tierwise.classify.families import (
+    K_GRID,
+    MIN_RISK,
+    PRIOR_GRID,
+    RISKS,
     Boosted,
     Neighbours,
     base_rate,
@@ -37,7 +41,11 @@ from tierwise.classify.families import (
     fit_logreg,
     learnable,
     logreg_proba,
+    nearest_others,
+    neighbour_means,
     routing_scores,
+    scores_from_risk,
+    unit_rows,
 )
 from tierwise.config import TASK_TYPES
 from tierwise.evals.dataset import EvalRecord
@@ -46,6 +54,10 @@ from tierwise.features import Features, KeywordSet, extract_features, keyword_pa
 from tierwise.messages import ChatRequest, Message
 
 _TOKEN = re.compile(r"\w+")
+_BLANK_LINE = re.compile(r"\n\s*\n")
+Encoder = Callable[[Sequence[str]], Any]  # texts -> (len(texts), dimension) array of sentence embeddings
+# The quality targets whose mean saving the knn family's leave-one-out search maximises.
+SELECTION_TARGETS = (0.9, 0.925, 0.95, 0.975)
 DOMAIN_KEYWORDS: dict[str, list[str]] = {
     "legal": ["contract", "lawsuit", "statute", "liability", "attorney", "court"],
     "medical": ["diagnos*", "symptom*", "dosage", "medication", "clinical", "patient*"],
@@ -96,6 +108,16 @@ def term_frequencies(text: str, vocabulary: dict[str, int]) -> dict[int, float]:
     return {i: 1.0 + math.log(c) for i, c in counts.items()}
 
 
+def query_text(request: ChatRequest) -> str:
+    """What a sentence encoder reads of a request: the last block (after the last blank line) of the last user
+    message, the request's own question. A few-shot prompt repeats the same worked examples before every
+    question, and an encoder that reads only its first few hundred tokens would see nothing else."""
+    users = [m.text() for m in request.messages if m.role == "user"]
+    text = users[-1] if users else request.all_text()
+    blocks = [b for b in _BLANK_LINE.split(text) if b.strip()]
+    return blocks[-1].strip() if blocks else text
+
+
 def request_features(request: ChatRequest) -> Features:
     return extract_features(request, domain_patterns=_DOMAINS, blacklist_patterns={})
 
@@ -136,7 +158,17 @@ class LearnedRouter:
     Hyperparameters: the vocabulary (``min_df``, ``max_terms``), the family and its own (``c`` for logreg,
     ``k`` and ``prior`` for knn, ``components`` for gbdt), ``min_examples`` (fewer examples of a label than
     this and the tier predicts its base rate), ``dense_weight`` (how much the request features count beside
-    the text), ``text_only`` (no request features: the plain TF-IDF baseline) and ``cost_aware``.
+    the text), ``text_only`` (no request features: the plain TF-IDF baseline), ``cost_aware`` and ``risk``
+    (how the cost-aware score prices a tier's quality risk: families.RISKS, or "auto").
+
+    For ``knn``, ``k`` / ``prior`` None and ``risk="auto"`` are chosen in fit by leave-one-out on the training
+    set: the values whose out-of-fold routing saves most at the SELECTION_TARGETS quality levels; the chosen
+    ones are ``k_``, ``prior_``, ``risk_``. Other families use k = 30, prior = 1/3 and the binary risk.
+
+    ``encoder`` (knn only): a callable turning texts into sentence embeddings (tierwise.classify.embeddings
+    makes one from a local sentence-transformers model); the neighbours' similarity then mixes the TF-IDF
+    cosine with the cosine of the embeddings of each prompt's query_text, the latter with weight
+    ``embedding_weight``.
     """
 
     def __init__(
@@ -147,12 +179,15 @@ class LearnedRouter:
         c: float = 1.0,
         min_examples: int = 2,
         family: str = "knn",
-        k: int = 30,
-        prior: float = 1 / 3,
+        k: int | None = None,
+        prior: float | None = None,
         components: int = 32,
         dense_weight: float = 0.3,
         text_only: bool = False,
         cost_aware: bool = True,
+        risk: str = "auto",
+        encoder: Encoder | None = None,
+        embedding_weight: float = 0.5,
     ) -> None:
         self.min_df = min_df
         self.max_terms = max_terms
@@ -165,6 +200,9 @@ class LearnedRouter:
         self.dense_weight = dense_weight
         self.text_only = text_only
         self.cost_aware = cost_aware
+        self.risk = risk
+        self.encoder = encoder
+        self.embedding_weight = embedding_weight
 
     # ---- the representation ----
 
@@ -197,12 +235,42 @@ class LearnedRouter:
             shape=(len(terms), len(self.vocabulary_)),
         )
 
+    def _embed(self, texts: Sequence[str]) -> FloatArray | None:
+        """The encoder's embeddings of ``texts`` (query_text of each), checked; None without an encoder."""
+        if self.encoder is None:
+            return None
+        out = np.asarray(self.encoder(list(texts)), dtype=np.float64)
+        if out.ndim != 2 or out.shape[0] != len(texts):
+            raise ValueError(
+                f"the encoder must return one embedding row per text: got shape {out.shape} "
+                f"for {len(texts)} texts"
+            )
+        width = getattr(self, "embedding_dimension_", out.shape[1])
+        if out.shape[1] != width:
+            raise ValueError(
+                f"the encoder gives {out.shape[1]}-dimensional embeddings, the router has {width}"
+            )
+        if not np.all(np.isfinite(out)):
+            raise ValueError("the encoder returned non-finite embeddings")
+        return out
+
     # ---- fitting ----
+
+    def _check(self) -> None:
+        check_family(self.family)
+        if self.risk not in ("auto", *RISKS):
+            raise ValueError(f"unsupported risk {self.risk!r}; choose auto, {', '.join(RISKS)}")
+        if self.risk == "signed" and self.family != "knn":
+            raise ValueError("the signed risk needs the knn family (its neighbours give the shortfall)")
+        if self.encoder is not None and self.family != "knn":
+            raise ValueError("sentence embeddings (encoder) are used by the knn family only")
+        if not 0.0 <= self.embedding_weight <= 1.0:
+            raise ValueError(f"embedding_weight must be in [0, 1], got {self.embedding_weight}")
 
     def fit(self, records: Sequence[EvalRecord], table: OutcomeTable) -> LearnedRouter:
         from scipy.sparse import csr_matrix, hstack
 
-        check_family(self.family)
+        self._check()
         for name in [n for n in vars(self) if n.endswith("_")]:
             delattr(self, name)  # refitting starts afresh
         parsed = [parsed_record(r) for r in records]
@@ -229,19 +297,35 @@ class LearnedRouter:
         x = hstack([text, csr_matrix(dense)]).tocsr()
         labels = table.scores[:, :-1] >= table.scores[:, -1:] - 1e-9
         self.base_rate_ = np.asarray([base_rate(labels[:, j]) for j in range(labels.shape[1])])
+        # A tier that never answered as well as premium is never a choice (families.routing_scores).
+        self.usable_: npt.NDArray[np.bool_] = (
+            np.asarray(labels.any(axis=0)) if n else np.ones(labels.shape[1], dtype=bool)
+        )
+        shortfall = table.scores[:, -1:] - table.scores[:, :-1]
+        self.shortfall_mean_ = shortfall.mean(axis=0) if n else np.zeros(labels.shape[1])
+        self.k_ = self.k if self.k is not None else 30
+        self.prior_ = self.prior if self.prior is not None else 1 / 3
+        self.risk_ = "binary" if self.risk == "auto" else self.risk
         if self.family in ("logreg", "blend"):
             self.coef_, self.intercept_ = fit_logreg(x, labels, self.c, self.min_examples)
+        embedded = self._embed([query_text(record_request(r)) for r in records])
+        if embedded is not None:
+            self.embedding_dimension_ = embedded.shape[1]
         if self.family in ("knn", "blend"):
             targets = labels.astype(np.float64)
             for j in range(labels.shape[1]):
                 if not learnable(labels[:, j], self.min_examples):
                     targets[:, j] = self.base_rate_[j]
-            self.neighbours_ = Neighbours.build(text, dense, targets)
+            # Each neighbour tells, per tier, its 0/1 label and its shortfall against premium.
+            targets = np.hstack([targets, shortfall])
+            self.neighbours_ = Neighbours.build(text, dense, targets, embedded, self.embedding_weight)
         if self.family == "gbdt":
             boosted = Boosted(self.components, self.base_rate_)
             self.boosted_ = boosted.fit(text, dense, labels, self.min_examples)
         if self.cost_aware:
             self._fit_costs(x, table, labels)
+        if self.family == "knn" and n >= 8 and (self.k is None or self.prior is None or self.risk == "auto"):
+            self._select(x, embedded, table, targets)
         self.tiers_ = tuple(table.tiers)
         self.models_ = tuple(table.models)
         return self
@@ -265,6 +349,64 @@ class LearnedRouter:
         cost_gap = float(table.costs[:, -1].mean() - table.costs[:, 0].mean()) if table.n else 0.0
         self.kappa_ = max(cost_gap, 1e-12) / max(quality_gap, 0.01)
 
+    def _select(self, x: Any, embedded: FloatArray | None, table: OutcomeTable, targets: FloatArray) -> None:
+        """Choose k, prior and the risk (those not given) by leave-one-out: every training prompt is scored
+        from its nearest *other* prompts, with costs from a ridge regression fitted without it (5 folds), and
+        the choice is the one whose routing of the training set saves most, on average over the
+        SELECTION_TARGETS quality levels (ties: the higher APGR). What is compared is exactly what the router
+        predicts, only out of fold: nothing of a test set is read."""
+        from tierwise.evals.metrics import Baselines, apgr, saving_at_quality
+        from tierwise.evals.sweep import sweep
+
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        unit = x.multiply(1.0 / np.where(norms > 0, norms, 1.0)[:, None]).tocsr()
+        emb = None if embedded is None else unit_rows(embedded)
+        idx, sims = nearest_others(unit, emb, self.embedding_weight)
+        costs = self._out_of_fold_costs(x, table) if self.cost_aware else None
+        base = np.concatenate([self.base_rate_, self.shortfall_mean_])
+        baselines = Baselines.of(table)
+        width = len(self.base_rate_)
+        results: dict[tuple[int, float, str], tuple[float, float]] = {}
+        for k in (self.k,) if self.k is not None else K_GRID:
+            for prior in (self.prior,) if self.prior is not None else PRIOR_GRID:
+                estimates = neighbour_means(idx, sims, targets, k, prior, base)
+                p, short = estimates[:, :width], estimates[:, width:]
+                risks = (self.risk,) if self.risk != "auto" else RISKS if self.cost_aware else ("binary",)
+                for risk in risks:
+                    if costs is None:
+                        scores = p
+                    else:
+                        scores = np.vstack(
+                            [self._scores(p[i], short[i], costs[i], risk) for i in range(len(p))]
+                        )
+                    curve = [point for _, point in sweep(table, scores)]
+                    saving = float(
+                        np.mean([saving_at_quality(curve, baselines, q) for q in SELECTION_TARGETS])
+                    )
+                    results[(k, prior, risk)] = (saving, apgr(curve, baselines))
+        self.k_, self.prior_, self.risk_ = max(results, key=results.__getitem__)
+        self.selection_ = results
+
+    def _out_of_fold_costs(self, x: Any, table: OutcomeTable, folds: int = 5) -> FloatArray:
+        from sklearn.linear_model import Ridge
+
+        log_cost = np.log(np.maximum(table.costs, 1e-12))
+        out = np.zeros_like(log_cost)
+        order = np.random.default_rng(0).permutation(table.n)
+        for f in range(folds):
+            held = order[f::folds]
+            kept = np.setdiff1d(order, held)
+            out[held] = Ridge(alpha=1.0).fit(x[kept], log_cost[kept]).predict(x[held]).reshape(len(held), -1)
+        return np.exp(out)
+
+    def _scores(
+        self, p: FloatArray, shortfall: FloatArray | None, costs: FloatArray, risk: str
+    ) -> FloatArray:
+        """The cost-aware routing scores of one prompt from its estimates and predicted costs."""
+        if risk == "signed" and shortfall is not None:
+            return scores_from_risk(np.maximum(shortfall, MIN_RISK), costs, self.kappa_, self.usable_)
+        return routing_scores(p, costs, self.risk_scale_, self.kappa_, self.usable_)
+
     # ---- what a saved artifact holds ----
 
     def state(self) -> dict[str, npt.NDArray[Any]]:
@@ -279,7 +421,8 @@ class LearnedRouter:
             )
         out: dict[str, npt.NDArray[Any]] = {
             "idf": self.idf_, "dense_mean": self.dense_mean_, "dense_scale": self.dense_scale_,
-            "base_rate": self.base_rate_,
+            "base_rate": self.base_rate_, "usable": self.usable_, "shortfall_mean": self.shortfall_mean_,
+            "k": np.asarray(self.k_), "prior": np.asarray(self.prior_), "risk": np.asarray(self.risk_),
         }  # fmt: skip
         if self.family in ("logreg", "blend"):
             out |= {"coef": self.coef_, "intercept": self.intercept_}
@@ -295,16 +438,25 @@ class LearnedRouter:
     def set_state(self, arrays: Any) -> None:
         """Restore what state() gave (``arrays``: a mapping of name to array, such as an open .npz archive);
         a missing array is a KeyError naming it."""
-        check_family(self.family)
+        self._check()
         self.idf_ = np.asarray(arrays["idf"], dtype=np.float64)
         self.dense_mean_ = np.asarray(arrays["dense_mean"], dtype=np.float64)
         self.dense_scale_ = np.asarray(arrays["dense_scale"], dtype=np.float64)
         self.base_rate_ = np.asarray(arrays["base_rate"], dtype=np.float64)
+        self.usable_ = np.asarray(arrays["usable"], dtype=bool)
+        self.shortfall_mean_ = np.asarray(arrays["shortfall_mean"], dtype=np.float64)
+        self.k_ = int(arrays["k"])
+        self.prior_ = float(arrays["prior"])
+        self.risk_ = str(arrays["risk"])
+        if self.risk_ not in RISKS:
+            raise ValueError(f"unknown risk {self.risk_!r}")
         if self.family in ("logreg", "blend"):
             self.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
             self.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
         if self.family in ("knn", "blend"):
             self.neighbours_ = Neighbours.from_arrays(arrays)
+            if self.neighbours_.embedded is not None:
+                self.embedding_dimension_ = self.neighbours_.embedded.shape[1]
         if self.cost_aware:
             self.cost_coef_ = np.asarray(arrays["cost_coef"], dtype=np.float64)
             self.cost_intercept_ = np.asarray(arrays["cost_intercept"], dtype=np.float64)
@@ -315,19 +467,19 @@ class LearnedRouter:
 
     def proba_request(self, request: ChatRequest, features: Features | None = None) -> FloatArray:
         """P(tier j answers as well as premium) for one request."""
-        return self._proba_row(*self._row(request, features))
+        return self._estimates(*self._row(request, features))[0]
 
     def predict_request(self, request: ChatRequest, features: Features | None = None) -> FloatArray:
         """The routing score per non-premium tier for one request: the proxy's hot path. ``features`` may be
         the engine's own, already computed for the request (as request_features computes them)."""
-        idx, val, dense = self._row(request, features)
-        return self._score(idx, val, dense, self._proba_row(idx, val, dense))
+        row = self._row(request, features)
+        return self._score(row, *self._estimates(*row))
 
     def score_and_proba_request(self, request: ChatRequest) -> tuple[FloatArray, FloatArray]:
         """Both the routing scores and the probabilities for one request, from one pass over its text."""
-        idx, val, dense = self._row(request, None)
-        p = self._proba_row(idx, val, dense)
-        return self._score(idx, val, dense, p), p
+        row = self._row(request, None)
+        p, shortfall = self._estimates(*row)
+        return self._score(row, p, shortfall), p
 
     def predict_proba(self, records: Sequence[EvalRecord]) -> FloatArray:
         """P(tier j answers as well as premium), shape (n, tiers - 1)."""
@@ -337,40 +489,51 @@ class LearnedRouter:
         """Routing scores, shape (n, tiers - 1): the probabilities, or with cost_aware the cost-aware ones."""
         return self._batch(records, scores=True)
 
-    def _row(
-        self, request: ChatRequest, features: Features | None
-    ) -> tuple[npt.NDArray[np.int64], FloatArray, FloatArray]:
+    Row = tuple[npt.NDArray[np.int64], FloatArray, FloatArray, FloatArray | None]
+
+    def _row(self, request: ChatRequest, features: Features | None) -> Row:
         idx, val = self._weighted(term_frequencies(request.all_text(), self.vocabulary_))
         dense = self._scaled(np.asarray(dense_features(features or request_features(request))))
-        return idx, val, dense
+        embedded = self._embed([query_text(request)]) if self._uses_embeddings() else None
+        return idx, val, dense, None if embedded is None else embedded[0]
 
-    def _proba_row(self, idx: npt.NDArray[np.int64], val: FloatArray, dense: FloatArray) -> FloatArray:
+    def _uses_embeddings(self) -> bool:
+        neighbours = getattr(self, "neighbours_", None)
+        return neighbours is not None and neighbours.embedded is not None
+
+    def _estimates(
+        self, idx: npt.NDArray[np.int64], val: FloatArray, dense: FloatArray, embedded: FloatArray | None
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """P(tier j will do) per tier, and with knn the neighbours' mean shortfall against premium."""
         check_family(self.family)
         if self.family == "gbdt":
             one: FloatArray = self.boosted_.proba(self._text_one(idx, val), dense[None, :])[0]
-            return one
-        parts = []
+            return one, None
+        width = len(self.base_rate_)
+        parts, shortfall = [], None
         if self.family in ("logreg", "blend"):
             parts.append(logreg_proba(self.coef_, self.intercept_, idx, val, dense))
         if self.family in ("knn", "blend"):
-            sims = self.neighbours_.similarities(idx, val, dense)
-            parts.append(self.neighbours_.proba(sims, self.k, self.prior, self.base_rate_))
+            sims = self.neighbours_.similarities(idx, val, dense, embedded)
+            base = np.concatenate([self.base_rate_, self.shortfall_mean_])
+            both = self.neighbours_.proba(sims, self.k_, self.prior_, base)
+            parts.append(both[:width])
+            shortfall = both[width:]
         out: FloatArray = parts[0] if len(parts) == 1 else np.mean(parts, axis=0)
-        return out
+        return out, shortfall
 
     def _text_one(self, idx: npt.NDArray[np.int64], val: FloatArray) -> Any:
         from scipy.sparse import csr_matrix
 
         return csr_matrix((val, idx, [0, len(idx)]), shape=(1, len(self.vocabulary_)))
 
-    def _score(
-        self, idx: npt.NDArray[np.int64], val: FloatArray, dense: FloatArray, p: FloatArray
-    ) -> FloatArray:
+    def _score(self, row: Row, p: FloatArray, shortfall: FloatArray | None) -> FloatArray:
         if not self.cost_aware:
             return p
+        idx, val, dense, _ = row
         n_terms = len(self.vocabulary_)
         log_cost = self.cost_coef_[:, idx] @ val + self.cost_coef_[:, n_terms:] @ dense + self.cost_intercept_
-        return routing_scores(p, np.exp(log_cost), self.risk_scale_, self.kappa_)
+        return self._scores(p, shortfall, np.exp(log_cost), self.risk_)
 
     def _batch(self, records: Sequence[EvalRecord], *, scores: bool) -> FloatArray:
         width = len(self.base_rate_)
@@ -378,14 +541,25 @@ class LearnedRouter:
             return np.zeros((0, width))
         parsed = [parsed_record(r) for r in records]
         frequencies = [known_frequencies(c, self.vocabulary_) for c, _ in parsed]
-        rows = [
-            (*self._weighted(f), self._scaled(np.asarray(d, dtype=np.float64)))
-            for f, (_, d) in zip(frequencies, parsed, strict=True)
+        embedded = (
+            self._embed([query_text(record_request(r)) for r in records]) if self._uses_embeddings() else None
+        )
+        rows: list[LearnedRouter.Row] = [
+            (
+                *self._weighted(f),
+                self._scaled(np.asarray(d, dtype=np.float64)),
+                None if embedded is None else embedded[i],
+            )
+            for i, (f, (_, d)) in enumerate(zip(frequencies, parsed, strict=True))
         ]
         if self.family == "gbdt":
-            probs = self.boosted_.proba(self._text(frequencies), np.vstack([d for _, _, d in rows]))
-        else:
-            probs = np.vstack([self._proba_row(*row) for row in rows])
-        if scores and self.cost_aware:
-            probs = np.vstack([self._score(*row, p) for row, p in zip(rows, probs, strict=True)])
-        return probs.reshape(len(records), width)
+            dense = np.vstack([row[2] for row in rows])
+            probs = self.boosted_.proba(self._text(frequencies), dense)
+            if scores and self.cost_aware:
+                probs = np.vstack([self._score(row, p, None) for row, p in zip(rows, probs, strict=True)])
+            return probs.reshape(len(records), width)
+        out = []
+        for row in rows:
+            p, shortfall = self._estimates(*row)
+            out.append(self._score(row, p, shortfall) if scores else p)
+        return np.vstack(out).reshape(len(records), width)

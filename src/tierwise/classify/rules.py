@@ -65,6 +65,8 @@ class RulesClassifier:
         return pattern is None or bool(pattern.search(text))
 
     def _apply(self, rule: Rule, tier: str) -> str:
+        if rule.tier is None and rule.min_tier is None and rule.max_tier is None:
+            return tier  # a rule that only names the class
         if rule.tier is not None:
             return rule.tier
         if rule.min_tier is not None and self._rank[rule.min_tier] > self._rank[tier]:
@@ -86,10 +88,13 @@ class RulesClassifier:
             floor = routing.domains[domain].min_tier
             if self._rank[floor] > self._rank[tier]:
                 tier, reason = floor, f"rule:domain={domain}"
+        request_class = f.task
         if routing.rules:
             text = request.all_text()
             for i, rule in enumerate(routing.rules):
                 if self._matches(i, rule.when, f, text):
+                    if rule.request_class is not None:
+                        request_class = rule.request_class
                     new = self._apply(rule, tier)
                     if new != tier:
                         tier, reason = new, f"rule:{rule.name}"
@@ -97,5 +102,7 @@ class RulesClassifier:
         if cap is not None and self._rank[tier] > self._rank[cap]:
             tier, reason = cap, f"rule:user_tier={f.user_tier}"
         if f.blacklist_hits:
-            return TierChoice(self.tiers[-1], f.task, f"rule:keyword={f.blacklist_hits[0]}", forced=True)
-        return TierChoice(tier, f.task, reason)
+            return TierChoice(
+                self.tiers[-1], request_class, f"rule:keyword={f.blacklist_hits[0]}", forced=True
+            )
+        return TierChoice(tier, request_class, reason)

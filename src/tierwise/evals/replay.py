@@ -20,7 +20,7 @@ from tierwise.evals.sweep import to_request
 from tierwise.policy.engine import Engine, RequestContext
 from tierwise.providers.base import Provider
 from tierwise.providers.replay import ReplayIndex, ReplayProvider
-from tierwise.store.records import RoutingRecord
+from tierwise.store.records import Comparison, Feedback, RoutingRecord
 
 
 def config_for_tiers(models: Sequence[str]) -> RouterConfig:
@@ -53,8 +53,9 @@ class _Collector:
     def __init__(self) -> None:
         self.records: list[RoutingRecord] = []
 
-    def submit(self, record: RoutingRecord) -> None:
-        self.records.append(record)
+    def submit(self, record: RoutingRecord | Feedback | Comparison) -> None:
+        if isinstance(record, RoutingRecord):
+            self.records.append(record)
 
 
 def replay_engine(config: RouterConfig, records: Sequence[EvalRecord]) -> tuple[Engine, _Collector]:

@@ -31,6 +31,7 @@ from tierwise.features import Features
 from tierwise.gates import Gate, build_gates
 from tierwise.messages import ChatRequest, ChatResponse, Usage
 from tierwise.policy.cascade import run_cascade
+from tierwise.policy.circuit import CIRCUIT_OPEN, GO, SKIP, TRIAL, Circuits
 from tierwise.policy.direct import PlannedModel, plan_from_tier
 from tierwise.policy.streaming import OpenedStream, StreamingCompletion, open_stream
 from tierwise.pricing import Pricing
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from tierwise.classify.learned import LearnedRouter
 
 AUTO_MODELS = ("tierwise/auto", "auto")
+CANCELLED = "cancelled before the answer was complete (the client went away or the server shut down)"
 T = TypeVar("T")
 
 
@@ -144,8 +146,11 @@ class Engine:
         sink: RecordSink | None = None,
         pricing: Pricing | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        circuits: Circuits | None = None,
     ) -> None:
         self.config = config
+        # A breaker per model (retry.circuit); pass your own to share them or to control their clock.
+        self.circuits = circuits if circuits is not None else Circuits.from_config(config)
         self.providers = providers
         self.sink = sink
         self.pricing = pricing or Pricing(config)
@@ -204,22 +209,23 @@ class Engine:
         """Decide the tier and the plan; raises RequestError for requests no model can take. ``start`` (tier,
         reason) is the LLM classifier's choice, when one was made."""
         features = self.classifier.features(request, ctx.user_tier)
-        requested = request.model
+        requested, ceiling, via = self.resolve_model(request.model)
         retry = self.config.retry
+        explicit = self.config.routing.allow_explicit_tier or bool(via)
         if requested in AUTO_MODELS:
             if start is None and self.learned is not None:
                 start = self.learned.start(request, features)
             choice = self.classifier.classify(request, features, start)
             tier, reason, request_class = choice.tier, choice.reason, choice.request_class
-        elif self.config.routing.allow_explicit_tier and requested.startswith("tierwise/"):
+        elif explicit and requested.startswith("tierwise/"):
             tier = requested.removeprefix("tierwise/")
             if tier not in self.config.tiers:
                 raise UnknownModelError(requested, self.model_names)
             reason, request_class = "explicit:tier", features.task
-        elif self.config.routing.allow_explicit_tier and requested in self.config.models:
+        elif explicit and requested in self.config.models:
             tier = next((t for t, ms in self.config.tiers.items() if requested in ms), "")
             plan = [PlannedModel(tier, requested)]
-            return Route(tier, ctx.class_override or features.task, "explicit:model", features, plan)
+            return Route(tier, ctx.class_override or features.task, "explicit:model" + via, features, plan)
         else:
             raise UnknownModelError(requested, self.model_names)
         policy: str = self.config.routing.policy
@@ -228,28 +234,54 @@ class Engine:
             override = self.config.routing.cascade.classes.get(klass)
             if override is not None and override.policy == "direct":
                 policy = "direct"
+                if override.tier is not None:
+                    # The class's own tier replaces the task type's; the rules after it apply the same.
+                    choice = self.classifier.classify(request, features, (override.tier, f"class={klass}"))
+                    tier, reason = choice.tier, choice.reason
             elif policy == "auto" and not choice.forced and self.learned is not None:
                 tier, reason, policy = self._auto(request, tier, reason)
         if requested in AUTO_MODELS and policy == "cascade":
-            return self._cascade_route(tier, reason, request_class, features, ctx, forced=choice.forced)
+            route = self._cascade_route(
+                tier, reason, request_class, features, ctx, forced=choice.forced, ceiling=ceiling
+            )
+            route.reason += via
+            return route
+        tiers = self.config.tier_names
+        if ceiling is not None and tiers.index(tier) > tiers.index(ceiling):
+            tier, via = ceiling, f"{via};max:{ceiling}"
         plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=retry.fallback_up)
         if moved_by is not None:
             reason += f";hard:{moved_by}"
-        return Route(plan[0].tier, ctx.class_override or request_class, reason, features, plan)
+        return Route(plan[0].tier, ctx.class_override or request_class, reason + via, features, plan)
+
+    def resolve_model(self, model: str) -> tuple[str, str | None, str]:
+        """What a requested model name stands for after ``routing.model_aliases``: the name to route it as,
+        the highest tier the router may pick (a ``route_down`` alias), and what the reason says of it."""
+        alias = self.config.routing.alias_for(model)
+        if alias is None:
+            return model, None, ""
+        if alias.route_down:
+            return AUTO_MODELS[0], alias.to.removeprefix("tierwise/"), f";alias:{alias.match}"
+        return alias.to, None, f";alias:{alias.match}"
 
     def _auto(self, request: ChatRequest, tier: str, reason: str) -> tuple[str, str, str]:
         """The auto policy: direct where the learned classifier is confident, a cascade where it is not."""
         assert self.learned is not None
         bands = self.config.routing.auto
-        # The bands are on probabilities: how sure the classifier is, whatever the costs.
-        p = self.learned.router.proba_request(request)
+        # The bands are on the routing scores (what the thresholds compare too), as `tierwise bench` and
+        # `tierwise calibrate --policy auto` measure and calibrate them.
+        p = self.learned.router.predict_request(request)
         shown = _by_tier(self.config.tier_names, p)
         if p[0] >= bands.confident_cheap:
-            return self.config.tier_names[0], f"auto:direct(p({shown})>={bands.confident_cheap:g})", "direct"
+            return (
+                self.config.tier_names[0],
+                f"auto:direct(score({shown})>={bands.confident_cheap:g})",
+                "direct",
+            )
         if float(p.max()) < bands.confident_premium:
             premium = self.config.premium_tier
-            return premium, f"auto:direct(p({shown})<{bands.confident_premium:g})", "direct"
-        return tier, f"auto:unsure(p({shown}))", "cascade"
+            return premium, f"auto:direct(score({shown})<{bands.confident_premium:g})", "direct"
+        return tier, f"auto:unsure(score({shown}))", "cascade"
 
     def _cascade_route(
         self,
@@ -260,9 +292,10 @@ class Engine:
         ctx: RequestContext,
         *,
         forced: bool,
+        ceiling: str | None = None,
     ) -> Route:
         """The cascade's route: from its start tier (the classifier's, where the blacklist forced it) up to
-        premium, or to the user tier's cap."""
+        premium, or to the user tier's cap, or to the ``ceiling`` a route_down model alias sets."""
         spec, _ = self.cascade_for(ctx.class_override or request_class)
         tiers = self.config.tier_names
         if reason.startswith("auto:"):
@@ -273,11 +306,15 @@ class Engine:
             tier, reason = spec.start, f"cascade:{spec.start}"
         else:
             reason = f"cascade:{reason}"
+        if ceiling is not None and tiers.index(tier) > tiers.index(ceiling):
+            tier = ceiling
         plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=True)
         cap = self.config.routing.user_tier_caps.get(ctx.user_tier or "")
         if cap is not None and not forced:
             allowed = tiers[: tiers.index(cap) + 1]
             plan = [p for p in plan if p.tier in allowed] or plan[:1]
+        if ceiling is not None:
+            plan = [p for p in plan if tiers.index(p.tier) <= tiers.index(ceiling)] or plan[:1]
         if moved_by is not None:
             reason += f";hard:{moved_by}"
         return Route(
@@ -287,7 +324,7 @@ class Engine:
     async def decide(self, request: ChatRequest, ctx: RequestContext) -> Route:
         """``route``, after asking the LLM classifier when one is configured and the request is routed. A
         failed classifier call falls back to the other classifiers; what it cost is routing tax either way."""
-        if self.llm is None or request.model not in AUTO_MODELS:
+        if self.llm is None or self.resolve_model(request.model)[0] not in AUTO_MODELS:
             return self.route(request, ctx)
         try:
             verdict = await self.llm.classify(request)
@@ -326,13 +363,35 @@ class Engine:
             spec = self.config.models[planned.model]
             provider = self.providers[spec.provider]
             upstream = spec.name or planned.model
+            breaker = self.circuits.get(planned.model)
             for n in range(retry.attempts):
+                allowed = GO if breaker is None else breaker.allow()
+                if allowed == SKIP:
+                    # The model's circuit is open: no call; the next model takes over at once.
+                    attempts.append(
+                        Attempt(
+                            tier=planned.tier,
+                            model=planned.model,
+                            provider=provider.name,
+                            status="error",
+                            latency_ms=0.0,
+                            error=CIRCUIT_OPEN,
+                            retry=n,
+                        )
+                    )
+                    break
+                trial = allowed == TRIAL
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(retry.timeout_s):
                         result = await call(provider, upstream, retry.timeout_s)
                 except (TimeoutError, UpstreamError, RequestError) as exc:
                     err = _as_upstream_error(exc, retry.timeout_s)
+                    if breaker is not None:
+                        if err.retryable:
+                            breaker.failure(trial)
+                        else:
+                            breaker.release(trial)
                     attempts.append(
                         Attempt(
                             tier=planned.tier,
@@ -355,6 +414,12 @@ class Engine:
                         delay = min(retry.max_backoff_s, retry.backoff_s * 2**n) * random.uniform(0.5, 1.0)
                     await self._sleep(delay)
                     continue
+                except BaseException:
+                    if breaker is not None:
+                        breaker.release(trial)
+                    raise
+                if breaker is not None:
+                    breaker.success(trial)
                 attempts.append(
                     Attempt(
                         tier=planned.tier,
@@ -392,6 +457,10 @@ class Engine:
             self._submit(
                 self._record(request, ctx, route, attempts, "error", 500, error=f"internal error: {exc!r}")
             )
+            raise
+        except asyncio.CancelledError:
+            # The client went away, or shutdown's grace period ran out: the request still leaves a record.
+            self._submit(self._record(request, ctx, route, attempts, "error", 499, error=CANCELLED))
             raise
         response = result.response
         record = self._record(request, ctx, route, attempts, "ok", 200, response=response, planned=planned)
@@ -436,6 +505,10 @@ class Engine:
             self._submit(
                 self._record(request, ctx, route, attempts, "error", 500, error=f"internal error: {exc!r}")
             )
+            raise
+        except asyncio.CancelledError:
+            # The client went away, or shutdown's grace period ran out: the request still leaves a record.
+            self._submit(self._record(request, ctx, route, attempts, "error", 499, error=CANCELLED))
             raise
         return StreamingCompletion(self, request, ctx, route, attempts, planned, opened)
 

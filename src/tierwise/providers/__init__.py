@@ -19,7 +19,12 @@ def build_providers(config: RouterConfig) -> dict[str, Provider]:
         elif isinstance(spec, AnthropicProviderConfig):
             from tierwise.providers.anthropic import AnthropicProvider
 
-            providers[name] = AnthropicProvider(name, spec)
+            no_thinking = {
+                m.name or key
+                for key, m in config.models.items()
+                if m.provider == name and not m.supports_thinking
+            }
+            providers[name] = AnthropicProvider(name, spec, no_thinking=no_thinking)
         else:
             from tierwise.providers.replay import ReplayProvider
 

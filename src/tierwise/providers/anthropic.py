@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import aiohttp
@@ -63,8 +63,12 @@ class AnthropicProvider(HTTPProvider):
     UpstreamError, since no upstream would take it.
     """
 
-    def __init__(self, name: str, config: AnthropicProviderConfig) -> None:
+    def __init__(
+        self, name: str, config: AnthropicProviderConfig, *, no_thinking: Collection[str] = ()
+    ) -> None:
         super().__init__(name, config.base_url)
+        # Upstream model names that take no extended thinking (models.<name>.supports_thinking: false).
+        self._no_thinking = frozenset(no_thinking)
         # Tolerate a base URL given with the /v1 the SDKs leave out.
         self._path = "/messages" if self.base_url.endswith("/v1") else "/v1/messages"
         self._default_max_tokens = config.default_max_tokens
@@ -74,7 +78,13 @@ class AnthropicProvider(HTTPProvider):
             self._headers["x-api-key"] = config.api_key.get_secret_value()
 
     def _body(self, request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
-        return wire.request_body(request, model, stream=stream, default_max_tokens=self._default_max_tokens)
+        return wire.request_body(
+            request,
+            model,
+            stream=stream,
+            default_max_tokens=self._default_max_tokens,
+            thinking=model not in self._no_thinking,
+        )
 
     async def complete(self, request: ChatRequest, model: str, *, timeout: float) -> ProviderResult:
         body = self._body(request, model, stream=False)

@@ -24,6 +24,7 @@ class _OpenAIStream(ProviderStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[StreamDelta]:
+        finished = False
         try:
             async for _event, data in sse_events(self._response):
                 if data == b"[DONE]":
@@ -37,9 +38,18 @@ class _OpenAIStream(ProviderStream):
                 if isinstance(payload, dict) and "error" in payload:
                     raise UpstreamError(f"upstream stream error: {payload['error']}")
                 try:
-                    yield wire.parse_chunk(payload)
+                    delta = wire.parse_chunk(payload)
                 except (ValueError, KeyError, TypeError) as exc:
                     raise UpstreamError(f"unexpected chunk shape from upstream: {exc}") from None
+                finished = finished or delta.finish_reason is not None
+                yield delta
+            # The connection closed without [DONE]: a complete answer had said how it finished; anything
+            # else was cut short.
+            if not finished:
+                raise UpstreamError(
+                    "the upstream stream ended before the answer finished (no finish_reason, no [DONE])",
+                    retryable=True,
+                )
         finally:
             self._response.release()
 

@@ -21,15 +21,20 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tierwise.config import RouterConfig, load_config
+from tierwise.config import RouterConfig
 from tierwise.errors import AllAttemptsFailed, AuthenticationError, ConfigError, RequestError, UpstreamError
-from tierwise.messages import Usage
+from tierwise.messages import ChatRequest, Usage
 from tierwise.metrics import CONTENT_TYPE, Metrics, MetricsSink
+from tierwise.policy import engine as engine_mod
 from tierwise.policy.engine import Completion, Engine, RequestContext
 from tierwise.policy.streaming import StreamingCompletion
 from tierwise.providers import build_providers
+from tierwise.server import dashboard as dashboard_page
 from tierwise.server import stats as stats_api
-from tierwise.store import RecordSink, SQLiteStore
+from tierwise.server import sync as config_sync
+from tierwise.server.messages import MessagesAPI
+from tierwise.shadow import Shadow
+from tierwise.store import BatchStore, PostgresStore, RecordSink, open_store
 from tierwise.wire import openai as wire
 
 _JSON = "application/json"
@@ -50,6 +55,8 @@ def _fmt_cost(value: float | None) -> str:
 
 # How long a replaced engine keeps its upstream connections open for the requests still using it.
 RETIRE_AFTER_S = 120.0
+# How long shutdown waits for background shadow comparisons before cancelling them.
+SHADOW_DRAIN_S = 5.0
 
 
 class Proxy:
@@ -64,13 +71,17 @@ class Proxy:
         self,
         config: RouterConfig,
         engine: Engine,
-        store: SQLiteStore | None,
+        store: BatchStore | None,
         *,
         config_path: Path | None = None,
         sink: RecordSink | None = None,
     ) -> None:
         self.store = store
         self.config_path = config_path
+        # With a PostgreSQL store: the config versions this replica shares with the others.
+        self.sync: config_sync.ConfigSync | None = None
+        # Held while the engine is swapped (a reload, or a version another replica published).
+        self.reload_lock = asyncio.Lock()
         # Where a reloaded engine writes its records (the metrics, then the store).
         self.sink: RecordSink | None = sink if sink is not None else store
         self.metrics: Metrics | None = None
@@ -80,6 +91,7 @@ class Proxy:
     def _apply(self, config: RouterConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+        self.shadow = Shadow(config, engine, self.sink)
         self._keys = {
             hashlib.sha256(k.key.get_secret_value().encode()).hexdigest(): k for k in config.auth.keys
         }
@@ -87,17 +99,24 @@ class Proxy:
     async def reload(self) -> RouterConfig:
         """Load the config again and switch to it; a bad one raises ConfigError and the old one stays."""
 
-        def build() -> tuple[RouterConfig, Engine]:
-            config = load_config(self.config_path)
-            return config, Engine(config, build_providers(config), sink=self.sink)
+        def build() -> tuple[config_sync.Snapshot, Engine]:
+            snapshot = config_sync.read_snapshot(self.config_path)
+            return snapshot, Engine(snapshot.config, build_providers(snapshot.config), sink=self.sink)
 
-        config, engine = await asyncio.to_thread(build)
+        async with self.reload_lock:
+            snapshot, engine = await asyncio.to_thread(build)
+            self.swap(snapshot.config, engine)
+            if self.sync is not None:  # every other replica follows within store.sync_interval_s
+                await self.sync.published(snapshot, "reload")
+        return snapshot.config
+
+    def swap(self, config: RouterConfig, engine: Engine) -> None:
+        """Serve ``config`` with ``engine`` from now on; the old engine finishes what it has running."""
         old = self.engine
         self._apply(config, engine)
         task = asyncio.create_task(self._retire(old, RETIRE_AFTER_S))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
-        return config
 
     @staticmethod
     async def _retire(engine: Engine, delay: float) -> None:
@@ -107,6 +126,7 @@ class Proxy:
             await engine.aclose()
 
     async def aclose(self) -> None:
+        await self.shadow.drain(SHADOW_DRAIN_S)
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -128,6 +148,7 @@ class Proxy:
             key = self._keys.get(digest)
             if key is not None:
                 ctx.api_key_id, ctx.user_tier = key.id, key.user_tier
+                ctx.class_override = key.team
             else:
                 # An unknown key is still told apart in the records, never stored.
                 ctx.api_key_id = "sha256:" + digest[:12]
@@ -137,7 +158,7 @@ class Proxy:
             ctx.user_tier = headers.get(auth.user_tier_header)
         if ctx.user_tier is None:
             ctx.user_tier = auth.default_user_tier
-        ctx.class_override = headers.get("x-tierwise-class") or None
+        ctx.class_override = headers.get("x-tierwise-class") or ctx.class_override
 
     async def _body(self, request: Request) -> Any:
         limit = self.config.server.max_body_bytes
@@ -161,6 +182,10 @@ class Proxy:
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
+    async def decide(self, chat: ChatRequest, ctx: RequestContext) -> engine_mod.Route:
+        """The route that serves: the baseline model's in shadow mode, else the engine's decision."""
+        return self.shadow.serve_route(chat, ctx) or await self.engine.decide(chat, ctx)
+
     # ---- endpoints ----
 
     async def chat_completions(self, request: Request) -> Response:
@@ -172,15 +197,16 @@ class Proxy:
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 requested = data["model"]
             chat, include_usage = wire.parse_request(data)
-            route = await self.engine.decide(chat, ctx)
+            route = await self.decide(chat, ctx)
         except RequestError as exc:
             self.engine.record_rejected(ctx, exc, requested_model=requested)
             return self._error(exc, ctx)
         try:
             if chat.stream:
                 streaming = await self.engine.stream(chat, ctx, route)
-                return self._stream_response(streaming, ctx, include_usage)
+                return self._stream_response(streaming, chat, ctx, include_usage)
             completion = await self.engine.complete(chat, ctx, route)
+            self.shadow.after(chat, ctx, completion.record, completion.response)
         except AllAttemptsFailed as exc:
             return self._upstream_failed(exc, ctx)
         except Exception as exc:  # recorded by the engine; the client still gets an answer in OpenAI's shape
@@ -226,13 +252,14 @@ class Proxy:
         return headers
 
     def _stream_response(
-        self, streaming: StreamingCompletion, ctx: RequestContext, include_usage: bool
+        self, streaming: StreamingCompletion, chat: ChatRequest, ctx: RequestContext, include_usage: bool
     ) -> Response:
         model = streaming.planned.model
         rid, created = ctx.request_id, streaming.created
 
         async def events() -> AsyncIterator[bytes]:
             first = True
+            shadow = self.shadow
             try:
                 async for delta in streaming:
                     # A usage-only delta goes out at the end, in the usage chunk the client asked for.
@@ -252,6 +279,7 @@ class Proxy:
                 )
                 yield b"data: " + orjson.dumps(err) + b"\n\n"
                 return
+            shadow.after(chat, ctx, streaming.record, streaming.accumulated.response())
             if include_usage:
                 record = streaming.record
                 assert record is not None  # written when the iteration above ended
@@ -324,6 +352,8 @@ class Proxy:
             "tiers": config.tiers,
             "classifier": config.routing.classifier.model_dump(mode="json"),
         }
+        if self.sync is not None:  # the version every replica now follows, or why it was not shared
+            summary["config_version"] = self.sync.status()
         return Response(orjson.dumps(summary), media_type=_JSON)
 
     async def models(self, request: Request) -> Response:
@@ -343,33 +373,42 @@ class Proxy:
         return Response(b'{"status":"ok"}', media_type=_JSON)
 
     async def readyz(self, request: Request) -> Response:
-        problems = list(self.store.errors[-3:]) if self.store is not None else []
+        problems = self.store.problems() if self.store is not None else []
         status = 503 if problems else 200
-        body = {"status": "ready" if not problems else "degraded", "problems": problems}
+        # Open circuits do not make the proxy unready: the fallbacks serve around them.
+        body: dict[str, Any] = {
+            "status": "ready" if not problems else "degraded",
+            "problems": problems,
+            "circuits": self.engine.circuits.snapshot(),
+        }
+        if self.sync is not None:
+            # A version this replica cannot apply is reported, not made unready: it still serves the last one.
+            body["config_version"] = self.sync.status()
         return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
 
 
 def create_app(
     config: RouterConfig,
     *,
-    store: SQLiteStore | None = None,
+    store: BatchStore | None = None,
     engine: Engine | None = None,
     config_path: Path | None = None,
 ) -> Starlette:
-    """The proxy as an ASGI app. Without ``store``, records go to the SQLite file the config names.
-    ``config_path`` is what a reload (SIGHUP or the admin endpoint) reads; None: the embedded default."""
+    """The proxy as an ASGI app. Without ``store``, records go to the store the config names (SQLite or
+    PostgreSQL). ``config_path`` is what a reload (SIGHUP or the admin endpoint) reads; None: the embedded
+    default. With a PostgreSQL store the replicas sharing it share config versions (tierwise.server.sync)."""
     if store is None:
-        store = SQLiteStore(
-            config.store.resolved_path(),
-            batch_size=config.store.batch_size,
-            flush_interval_s=config.store.flush_interval_s,
-        )
+        store = open_store(config.store)
     metrics = Metrics()
     sink = MetricsSink(metrics, store)
     if engine is None:
         engine = Engine(config, build_providers(config), sink=sink)
     proxy = Proxy(config, engine, store, config_path=config_path, sink=sink)
     proxy.metrics = metrics
+    if isinstance(store, PostgresStore):
+        proxy.sync = config_sync.ConfigSync(proxy, store, config.store.sync_interval_s)
+    metrics.track_circuits(lambda: proxy.engine.circuits)
+    messages_api = MessagesAPI(proxy)
 
     def on_sighup() -> None:
         async def run() -> None:
@@ -385,7 +424,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store.start()
+        await asyncio.to_thread(store.start)
+        syncing = None
+        if proxy.sync is not None:
+            await proxy.sync.startup()
+            syncing = asyncio.create_task(proxy.sync.run())
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGHUP, on_sighup)
@@ -397,13 +440,20 @@ def create_app(
         finally:
             if hooked:
                 loop.remove_signal_handler(signal.SIGHUP)
+            if syncing is not None:
+                syncing.cancel()
+                await asyncio.gather(syncing, return_exceptions=True)
             await proxy.aclose()
-            store.close()
+            await asyncio.to_thread(store.close)
+            if proxy.sync is not None:
+                proxy.sync.close()
 
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
             Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
+            Route("/v1/messages", messages_api.create, methods=["POST"]),
+            Route("/v1/messages/count_tokens", messages_api.count_tokens, methods=["POST"]),
             Route("/v1/models", proxy.models, methods=["GET"]),
             Route("/healthz", proxy.healthz, methods=["GET"]),
             Route("/metrics", proxy.metrics_endpoint, methods=["GET"]),
@@ -411,6 +461,7 @@ def create_app(
             Route("/v1/tierwise/admin/reload", proxy.admin_reload, methods=["POST"]),
             Route("/v1/tierwise/stats", functools.partial(stats_api.stats, proxy), methods=["GET"]),
             Route("/v1/tierwise/feedback", functools.partial(stats_api.feedback, proxy), methods=["POST"]),
+            Route("/dashboard", functools.partial(dashboard_page.dashboard, proxy), methods=["GET"]),
         ],
         lifespan=lifespan,
     )

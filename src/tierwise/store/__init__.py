@@ -1,15 +1,55 @@
-"""Where records go. A RecordSink takes records without blocking; SQLiteStore is the embedded default."""
+"""Where records go. A RecordSink takes records without blocking; SQLiteStore is the embedded default and
+PostgresStore the one several replicas share. ``open_store`` builds the one a config (or ``--db``) names."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from tierwise.store.records import Attempt, Comparison, Feedback, RoutingRecord
+from tierwise.store.base import BatchStore, StoreError
+from tierwise.store.postgres import PostgresStore
+from tierwise.store.records import Attempt, Change, Comparison, ConfigVersion, Feedback, RoutingRecord
 from tierwise.store.sqlite import SQLiteStore
 
-__all__ = ["Attempt", "Comparison", "Feedback", "RecordSink", "RoutingRecord", "SQLiteStore"]
+if TYPE_CHECKING:
+    from tierwise.config import StoreConfig
+
+__all__ = [
+    "Attempt",
+    "BatchStore",
+    "Change",
+    "Comparison",
+    "ConfigVersion",
+    "Feedback",
+    "PostgresStore",
+    "RecordSink",
+    "RoutingRecord",
+    "SQLiteStore",
+    "StoreError",
+    "is_dsn",
+    "open_store",
+]
 
 
 class RecordSink(Protocol):
-    def submit(self, record: RoutingRecord) -> None:
-        """Accept a record without blocking the caller."""
+    def submit(self, record: RoutingRecord | Feedback | Comparison) -> None:
+        """Accept a record (or a feedback score, or a shadow comparison) without blocking the caller."""
+
+
+def is_dsn(location: str | Path) -> bool:
+    """Whether a ``--db`` value names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(config: StoreConfig, location: str | Path | None = None) -> BatchStore:
+    """The store ``config`` names, not started; ``location`` (a ``--db`` value: a SQLite path or a
+    postgresql:// URL) overrides where it is. Raises StoreError for a bad connection string."""
+    size, interval = config.batch_size, config.flush_interval_s
+    if location is not None:
+        if is_dsn(location):
+            return PostgresStore(str(location), batch_size=size, flush_interval_s=interval)
+        return SQLiteStore(Path(location).expanduser(), batch_size=size, flush_interval_s=interval)
+    if config.type == "postgres":
+        assert config.dsn is not None  # the config's validation makes sure
+        return PostgresStore(config.dsn.get_secret_value(), batch_size=size, flush_interval_s=interval)
+    return SQLiteStore(config.resolved_path(), batch_size=size, flush_interval_s=interval)

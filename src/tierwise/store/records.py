@@ -106,3 +106,43 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(slots=True)
+class Change:
+    """A change to the router's config, as ``tierwise learn`` proposed (and maybe applied) it.
+
+    ``patch`` is the unified diff of the config file; ``applied`` whether it was written to the file.
+    """
+
+    ts: float
+    source: str  # "learn"
+    summary: str
+    patch: str
+    applied: bool = False
+    config_path: str | None = None
+    detail: dict[str, Any] | None = None  # the rules' numbers behind each change
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class ConfigVersion:
+    """One config the replicas sharing a PostgreSQL store serve: the file's text as written (``${VAR}``
+    references unresolved, so no secret is stored), and the artifacts it names.
+
+    ``artifacts`` maps each config key naming an artifact (``routing.classifier.artifact``) to its ``path``,
+    ``sha256`` and ``size``, and ``shared``: whether the bytes are in the database too (small enough).
+    ``digest`` covers the text and the artifacts' hashes: two replicas serving the same digest serve the same.
+    """
+
+    digest: str
+    config_text: str
+    config_name: str  # the file it was read from, or "<embedded default config>"
+    source: str  # "startup", "reload" (admin endpoint or SIGHUP) or "learn"
+    origin: str  # host:pid of the replica or command that published it
+    ts: float
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    id: int | None = None

@@ -1,28 +1,20 @@
 """The embedded record store: one SQLite file in WAL mode, written by a background thread in batches.
 
-``submit`` never blocks the request path: it puts the record on a queue. The writer thread drains the queue
-every ``flush_interval_s`` (or as soon as ``batch_size`` records wait) and writes them in one transaction.
-``close`` drains what is left, so a clean shutdown loses nothing.
+The queue, the writer thread, batching, flush and close, and row conversion are tierwise.store.base's, shared
+with the PostgreSQL store; this module is SQLite's schema (``PRAGMA user_version`` counts the migrations run)
+and SQL.
 """
 
 from __future__ import annotations
 
-import queue
+import functools
 import sqlite3
-import threading
-from collections.abc import Callable
-from dataclasses import fields
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from tierwise.store.records import Attempt, Comparison, Feedback, RoutingRecord
-
-_COLUMNS = [f.name for f in fields(RoutingRecord)]
-_FEEDBACK_COLUMNS = [f.name for f in fields(Feedback)]
-_COMPARISON_COLUMNS = [f.name for f in fields(Comparison)]
-_JSON_COLUMNS = ("features", "decision", "attempts")
+from tierwise.store.base import CHANGE_COLUMNS, BatchStore, Groups, StoreError, Table, change_row
+from tierwise.store.records import Change
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -73,6 +65,17 @@ def _feedback_and_comparisons(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX comparisons_ts ON comparisons (ts)")
 
 
+@migration
+def _changes(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE changes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, source TEXT NOT NULL,
+            summary TEXT NOT NULL, patch TEXT NOT NULL, applied INTEGER NOT NULL, config_path TEXT,
+            detail TEXT)"""
+    )
+    db.execute("CREATE INDEX changes_ts ON changes (ts)")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -87,168 +90,70 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _row(record: RoutingRecord) -> tuple[Any, ...]:
-    values = []
-    for name in _COLUMNS:
-        value = getattr(record, name)
-        if name == "attempts":
-            value = orjson.dumps([a.to_dict() for a in value]).decode()
-        elif name in _JSON_COLUMNS:
-            value = None if value is None else orjson.dumps(value).decode()
-        values.append(value)
-    return tuple(values)
+@functools.cache
+def _insert(table: Table) -> str:
+    verb = "INSERT" if table.key is None else "INSERT OR REPLACE"
+    marks = ", ".join("?" * len(table.columns))
+    return f"{verb} INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})"
 
 
-def _plain(item: Any, columns: list[str]) -> tuple[Any, ...]:
-    return tuple(getattr(item, c) for c in columns)
-
-
-def _record(row: sqlite3.Row) -> RoutingRecord:
-    data = dict(row)
-    for name in _JSON_COLUMNS:
-        if data[name] is not None:
-            data[name] = orjson.loads(data[name])
-    data["attempts"] = [Attempt(**a) for a in data["attempts"] or []]
-    data["stream"] = bool(data["stream"])
-    return RoutingRecord(**data)
-
-
-_STOP = object()
-
-
-class SQLiteStore:
+class SQLiteStore(BatchStore):
     """Records in one SQLite file; safe to share between the event loop and the writer thread."""
 
+    mark = "?"
+
     def __init__(self, path: str | Path, *, batch_size: int = 256, flush_interval_s: float = 0.2) -> None:
+        super().__init__(batch_size=batch_size, flush_interval_s=flush_interval_s)
         self.path = Path(path)
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._flushed = threading.Condition()
-        self._pending = 0
-        self.errors: list[str] = []
+        self._db: sqlite3.Connection | None = None  # the writer thread's
 
-    def start(self) -> SQLiteStore:
-        if self._thread is None:
+    def describe(self) -> str:
+        return str(self.path)
+
+    def _prepare(self) -> None:
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connect(self.path).close()  # create or migrate before the first request, and fail loudly here
-            self._thread = threading.Thread(target=self._run, name="tierwise-store", daemon=True)
-            self._thread.start()
-        return self
+            connect(self.path).close()  # create or migrate before the first request
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from None
 
-    def submit(self, record: RoutingRecord | Feedback | Comparison) -> None:
-        """Queue a record, a feedback score or a shadow comparison for the writer thread."""
-        with self._flushed:
-            self._pending += 1
-        self._queue.put(record)
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until everything submitted so far is written (for tests and shutdown)."""
-        with self._flushed:
-            self._flushed.wait_for(lambda: self._pending == 0, timeout)
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        db = connect(self.path)
-        stopping = False
-        while not stopping:
-            batch: list[Any] = []
-            try:
-                item = self._queue.get(timeout=self.flush_interval_s)
-            except queue.Empty:
-                continue
-            while True:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-                if len(batch) >= self.batch_size:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._write(db, batch)
-        db.close()
-
-    def _write(self, db: sqlite3.Connection, batch: list[Any]) -> None:
-        records = [_row(r) for r in batch if isinstance(r, RoutingRecord)]
-        feedback = [_plain(f, _FEEDBACK_COLUMNS) for f in batch if isinstance(f, Feedback)]
-        pairs = [_plain(c, _COMPARISON_COLUMNS) for c in batch if isinstance(c, Comparison)]
+    def _write(self, groups: Groups) -> None:
+        if self._db is None:
+            self._db = connect(self.path)
+        db = self._db
         try:
             db.execute("BEGIN")
-            for table, columns, rows, verb in (
-                ("records", _COLUMNS, records, "INSERT OR REPLACE"),
-                ("feedback", _FEEDBACK_COLUMNS, feedback, "INSERT"),
-                ("comparisons", _COMPARISON_COLUMNS, pairs, "INSERT OR REPLACE"),
-            ):
-                if rows:
-                    marks = ", ".join("?" * len(columns))
-                    db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+            for table, rows in groups:
+                db.executemany(_insert(table), rows)
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # Keep serving; the failure is visible on /readyz and in the errors list.
+        except sqlite3.Error:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self.errors.append(f"writing a batch of {len(batch)} rows failed: {exc}")
-        finally:
-            with self._flushed:
-                self._pending -= len(batch)
-                self._flushed.notify_all()
+            raise
 
-    # ---- reading (reports, tests, learning) ----
+    def _close_writer(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
-    def query(self, *, since: float | None = None, limit: int | None = None) -> list[RoutingRecord]:
-        """Records, oldest first, optionally from ``since`` (unix time) and capped at ``limit``."""
+    def _fetch(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
         db = connect(self.path)
         db.row_factory = sqlite3.Row
         try:
-            sql = "SELECT * FROM records"
-            args: list[Any] = []
-            if since is not None:
-                sql += " WHERE ts >= ?"
-                args.append(since)
-            sql += " ORDER BY ts"
-            if limit is not None:
-                sql += " LIMIT ?"
-                args.append(limit)
-            return [_record(row) for row in db.execute(sql, args)]
+            return [dict(row) for row in db.execute(sql, args)]
         finally:
             db.close()
 
-    def get(self, request_id: str) -> RoutingRecord | None:
+    def add_change(self, change: Change) -> int:
+        """Write one config change now (not through the writer thread); returns its id."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         db = connect(self.path)
-        db.row_factory = sqlite3.Row
         try:
-            row = db.execute("SELECT * FROM records WHERE request_id = ?", (request_id,)).fetchone()
-            return None if row is None else _record(row)
+            marks = ", ".join("?" * len(CHANGE_COLUMNS))
+            cursor = db.execute(
+                f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) VALUES ({marks})", change_row(change)
+            )
+            change.id = int(cursor.lastrowid or 0)
+            return change.id
         finally:
             db.close()
-
-    def _select(self, table: str, since: float | None) -> list[dict[str, Any]]:
-        db = connect(self.path)
-        db.row_factory = sqlite3.Row
-        try:
-            sql, args = f"SELECT * FROM {table}", []  # the table names are ours, not input
-            if since is not None:
-                sql += " WHERE ts >= ?"
-                args.append(since)
-            return [dict(row) for row in db.execute(sql + " ORDER BY ts", args)]
-        finally:
-            db.close()
-
-    def feedback(self, *, since: float | None = None) -> list[Feedback]:
-        """Feedback scores, oldest first."""
-        rows = self._select("feedback", since)
-        return [Feedback(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
-
-    def comparisons(self, *, since: float | None = None) -> list[Comparison]:
-        """Shadow and baseline-sample comparisons, oldest first."""
-        return [Comparison(**row) for row in self._select("comparisons", since)]

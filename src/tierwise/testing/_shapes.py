@@ -238,9 +238,15 @@ def anthropic_message(
     *,
     usage: tuple[int, int],
     ids: Iterator[int],
+    thinking: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A ``message`` body; the tool calls' arguments must be JSON objects (FakeUpstream checks them)."""
-    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    """A ``message`` body; the tool calls' arguments must be JSON objects (FakeUpstream checks them).
+    ``thinking`` (text, signature) opens the content with a thinking block."""
+    content: list[dict[str, Any]] = []
+    if thinking is not None:
+        content.append({"type": "thinking", "thinking": thinking[0], "signature": thinking[1]})
+    if text:
+        content.append({"type": "text", "text": text})
     content.extend(
         {"type": "tool_use", "id": cid, "name": name, "input": orjson.loads(args)}
         for cid, name, args in calls
@@ -270,8 +276,10 @@ def anthropic_events(
     *,
     usage: tuple[int, int],
     ids: Iterator[int],
+    thinking: tuple[str, str] | None = None,
 ) -> list[bytes]:
-    """The events of a streamed answer, ``message_start`` through ``message_stop``, ping included."""
+    """The events of a streamed answer, ``message_start`` through ``message_stop``, ping included;
+    ``thinking`` (text, signature) streams a thinking block first."""
 
     def event(name: str, data: dict[str, Any]) -> bytes:
         return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
@@ -297,6 +305,13 @@ def anthropic_events(
             event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload})
         )
 
+    if thinking is not None:
+        start({"type": "thinking", "thinking": ""})
+        for piece in pieces(thinking[0]):
+            delta({"type": "thinking_delta", "thinking": piece})
+        delta({"type": "signature_delta", "signature": thinking[1]})
+        out.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
     if text:
         start({"type": "text", "text": ""})
         for piece in pieces(text):

@@ -320,9 +320,18 @@ class FakeUpstream:
             events = _shapes.openai_chunks(body, model, text, calls, finish, usage=usage, ids=ids)
             return await self._send_stream(request, behaviour, events)
         stop = _shapes.anthropic_stop(finish)
+        # Asked for extended thinking, the Anthropic shape thinks first, in a signed block.
+        setting = body.get("thinking")
+        thinking = None
+        if isinstance(setting, dict) and setting.get("type") != "disabled":
+            said = _shapes.last_user_text(body.get("messages"))[:40]
+            thinking = (f"{model} thinks about: {said}", f"sig-fake{next(ids)}")
         if not stream:
-            return _json(_shapes.anthropic_message(model, text, calls, stop, usage=usage, ids=ids))
-        events = _shapes.anthropic_events(model, text, calls, stop, usage=usage, ids=ids)
+            message = _shapes.anthropic_message(
+                model, text, calls, stop, usage=usage, ids=ids, thinking=thinking
+            )
+            return _json(message)
+        events = _shapes.anthropic_events(model, text, calls, stop, usage=usage, ids=ids, thinking=thinking)
         return await self._send_stream(request, behaviour, events)
 
     async def _send_stream(

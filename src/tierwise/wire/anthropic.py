@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -147,7 +148,8 @@ def _turn(message: Message, at: str) -> tuple[str, list[dict[str, Any]]]:
     blocks = _content_blocks(message.content, f"{at}.content")
     if message.role == "assistant":
         blocks += [_tool_use_block(c, f"{at}.tool_calls[{j}]") for j, c in enumerate(message.tool_calls)]
-        return "assistant", blocks
+        # Thinking blocks open the turn they belong to, as the model wrote them.
+        return "assistant", [*(dict(b) for b in message.thinking), *blocks]
     return "user", blocks
 
 
@@ -192,13 +194,17 @@ def _format_instruction(response_format: dict[str, Any] | None) -> str | None:
 
 
 def request_body(
-    request: ChatRequest, model: str, *, stream: bool, default_max_tokens: int
+    request: ChatRequest, model: str, *, stream: bool, default_max_tokens: int, thinking: bool = True
 ) -> dict[str, Any]:
     """The Messages API body for ``request`` on ``model``; raises RequestError for what cannot be translated.
 
     System and developer messages become the top-level ``system``; tool results become ``tool_result``
     blocks of a user turn; consecutive turns of one role are merged, as the API wants roles to alternate.
+    With ``thinking`` (the model supports extended thinking), the request's thinking setting and the
+    assistant turns' thinking blocks go along; without it both are left out.
     """
+    if not thinking and any(m.thinking for m in request.messages):
+        request = replace(request, messages=[replace(m, thinking=[]) for m in request.messages])
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(request.messages):
@@ -244,6 +250,10 @@ def request_body(
         body["temperature"] = min(max(request.temperature, 0.0), 1.0)
     elif request.top_p is not None:
         body["top_p"] = request.top_p
+    if request.top_k is not None:
+        body["top_k"] = request.top_k
+    if thinking and request.thinking is not None:
+        body["thinking"] = dict(request.thinking)
     if request.stop:
         body["stop_sequences"] = list(request.stop)
     if request.user is not None:
@@ -266,11 +276,14 @@ def parse_response(data: Any) -> ChatResponse:
         raise ValueError("the response is not a message object")
     texts: list[str] = []
     calls: list[ToolCall] = []
+    thinking: list[dict[str, Any]] = []
     for block in data["content"]:
         if block["type"] == "text":
             texts.append(block["text"])
         elif block["type"] == "tool_use":
             calls.append(ToolCall(block["id"], block["name"], _json_text(block.get("input") or {})))
+        elif block["type"] in ("thinking", "redacted_thinking"):
+            thinking.append(dict(block))
     return ChatResponse(
         id=str(data.get("id", "")),
         model=str(data.get("model", "")),
@@ -279,6 +292,7 @@ def parse_response(data: Any) -> ChatResponse:
         finish_reason=_finish(data.get("stop_reason")),
         usage=_usage(data.get("usage")),
         created=int(time.time()),  # message objects carry no timestamp; OpenAI clients expect one
+        thinking=thinking,
     )
 
 
@@ -332,10 +346,14 @@ class StreamParser:
             delta = event["delta"]
             if delta["type"] == "text_delta":
                 return StreamDelta(content=delta["text"])
+            if delta["type"] == "thinking_delta":
+                return StreamDelta(thinking=str(delta.get("thinking", "")))
+            if delta["type"] == "signature_delta":
+                return StreamDelta(thinking_signature=str(delta.get("signature", "")))
             call = self._calls.get(int(event["index"]))
             if delta["type"] == "input_json_delta" and call is not None and delta.get("partial_json"):
                 return StreamDelta(tool_calls=[ToolCallDelta(call, arguments=delta["partial_json"])])
-            return None  # thinking, signatures, citations: nothing tierwise passes on
+            return None  # citations: nothing tierwise passes on
         if kind == "content_block_start":
             block = event["content_block"]
             if block["type"] == "text":
@@ -345,6 +363,10 @@ class StreamParser:
                 # The API starts tool_use blocks with an empty input and streams it; honour one sent whole.
                 arguments = _json_text(block["input"]) if block.get("input") else ""
                 return StreamDelta(tool_calls=[ToolCallDelta(call, block["id"], block["name"], arguments)])
+            if block["type"] == "thinking":
+                return StreamDelta(thinking=str(block.get("thinking", "")))
+            if block["type"] == "redacted_thinking":
+                return StreamDelta(redacted_thinking=str(block.get("data", "")))
             return None
         if kind == "message_start":
             message = event["message"]

@@ -1,18 +1,33 @@
 """The Anthropic Messages API as tierwise serves it to clients: their requests in, answers out.
 
-``parse_request`` validates a client's ``POST /v1/messages`` body into a neutral ChatRequest;
-``response_object`` and ``StreamWriter`` write the message object or the stream events the client gets.
-The upstream direction (what the Anthropic provider sends and reads) is ``tierwise.wire.anthropic``.
+``parse_request`` validates a client's ``POST /v1/messages`` body into a neutral ChatRequest (and
+``parse_count_tokens`` a ``POST /v1/messages/count_tokens`` body); ``response_object`` and ``StreamWriter``
+write the message object or the stream events the client gets. The upstream direction (what the Anthropic
+provider sends and reads) is ``tierwise.wire.anthropic``.
 
-What clients may send that the neutral types cannot carry: ``top_k`` and ``service_tier`` are accepted and
-ignored, ``thinking`` blocks in assistant turns are dropped, a tool result's ``is_error`` flag is dropped
-(its content, which says what failed, is kept); server tools (web search, code execution, ...) and
-document blocks are refused. Validation errors name the field the way Anthropic does
-(``messages.0.content.1.source``).
+What clients may send that the neutral types cannot carry:
+
+* ``document`` blocks with a text source (``text`` or ``content``) reach the model as text, wrapped in
+  ``<document id="N" title="...">`` tags (their ``context`` in a ``<context>`` tag), and become the
+  request's ``documents`` (ids "1", "2", ... in order) for the grounding gate. PDF, URL and file sources
+  are refused: tierwise does not read PDFs.
+* ``thinking`` (the parameter), ``top_k``, and ``thinking`` / ``redacted_thinking`` blocks in assistant
+  turns are carried to Anthropic upstreams whose model takes them (``models.<name>.supports_thinking``,
+  true by default) and left out for others; an Anthropic upstream's thinking blocks (and streamed
+  ``thinking_delta`` / ``signature_delta`` events) reach the client as they were sent.
+* ``service_tier``, ``speed``, ``inference_geo``, ``cache_control`` (top level and on blocks),
+  ``output_config.effort`` and a document's ``citations`` are accepted and ignored.
+* ``output_config.format`` (a JSON schema) becomes ``response_format`` json_schema, so the answer is asked
+  for as JSON on every upstream and the cascade's json_schema gate can judge it.
+* A tool result's ``is_error`` flag is dropped (its content, which says what failed, is kept).
+
+Server tools (web search, code execution, ...), MCP servers and containers are refused. Validation errors
+name the field the way Anthropic does (``messages.0.content.1.source``).
 """
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any, Literal
 
 import orjson
@@ -22,6 +37,7 @@ from tierwise.errors import RequestError
 from tierwise.messages import (
     ChatRequest,
     ChatResponse,
+    Document,
     FinishReason,
     Message,
     StreamDelta,
@@ -49,6 +65,7 @@ class _ToolIn(BaseModel):
     description: str | None = None
     input_schema: dict[str, Any]
     cache_control: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class _ToolChoiceIn(BaseModel):
@@ -64,23 +81,52 @@ class _MessageIn(BaseModel):
     content: str | list[dict[str, Any]]
 
 
-class MessagesBody(BaseModel):
-    """The request body of ``POST /v1/messages``; unknown keys are rejected."""
+class _ThinkingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"]
+    budget_tokens: int | None = Field(None, ge=0)
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class _FormatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class _OutputConfigIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    effort: str | None = None
+    format: _FormatIn | None = None
+
+
+class CountTokensBody(BaseModel):
+    """The request body of ``POST /v1/messages/count_tokens``; unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1)
     messages: list[_MessageIn] = Field(min_length=1)
-    max_tokens: int = Field(gt=0)
     system: str | list[dict[str, Any]] | None = None
+    tools: list[_ToolIn] | None = None
+    tool_choice: _ToolChoiceIn | None = None
+    thinking: _ThinkingIn | None = None
+    output_config: _OutputConfigIn | None = None
+    cache_control: dict[str, Any] | None = None
+    speed: str | None = None
+
+
+class MessagesBody(CountTokensBody):
+    """The request body of ``POST /v1/messages``; unknown keys are rejected."""
+
+    max_tokens: int = Field(gt=0)
     metadata: _Metadata | None = None
     stop_sequences: list[str] | None = None
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0)
-    tools: list[_ToolIn] | None = None
-    tool_choice: _ToolChoiceIn | None = None
     service_tier: str | None = None
+    inference_geo: str | None = None
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -97,25 +143,138 @@ def _field(block: dict[str, Any], key: str, at: str) -> str:
     return value
 
 
-def _part_in(block: dict[str, Any], at: str) -> dict[str, Any]:
-    """A client's text or image block as an OpenAI-style content part."""
-    if block.get("type") == "text":
-        return {"type": "text", "text": _field(block, "text", at)}
-    if block.get("type") != "image":
-        raise RequestError(
-            f"{at}.type: {block.get('type')!r} blocks are not supported here",
-            param=f"{at}.type",
-            code="unsupported_parameter",
-        )
-    source = block.get("source")
-    if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
-        raise RequestError(f"{at}.source: must be a base64 or url image source", param=f"{at}.source")
-    if source["type"] == "url":
-        url = _field(source, "url", f"{at}.source")
-    else:
-        media_type = _field(source, "media_type", f"{at}.source")
-        url = f"data:{media_type};base64,{_field(source, 'data', f'{at}.source')}"
-    return {"type": "image_url", "image_url": {"url": url}}
+def _optional(block: dict[str, Any], key: str, at: str) -> str | None:
+    value = block.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"{at}.{key}: must be a string", param=f"{at}.{key}")
+    return value
+
+
+class _Reader:
+    """Turns one request's content blocks into OpenAI-style content parts, collecting its documents."""
+
+    def __init__(self) -> None:
+        self.documents: list[Document] = []
+
+    def part(self, block: dict[str, Any], at: str) -> dict[str, Any]:
+        """A client's text, image or document block as an OpenAI-style content part."""
+        kind = block.get("type")
+        if kind == "text":
+            return {"type": "text", "text": _field(block, "text", at)}
+        if kind == "document":
+            return {"type": "text", "text": self.document(block, at)}
+        if kind != "image":
+            raise RequestError(
+                f"{at}.type: {kind!r} blocks are not supported here",
+                param=f"{at}.type",
+                code="unsupported_parameter",
+            )
+        source = block.get("source")
+        if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
+            raise RequestError(f"{at}.source: must be a base64 or url image source", param=f"{at}.source")
+        if source["type"] == "url":
+            url = _field(source, "url", f"{at}.source")
+        else:
+            media_type = _field(source, "media_type", f"{at}.source")
+            url = f"data:{media_type};base64,{_field(source, 'data', f'{at}.source')}"
+        return {"type": "image_url", "image_url": {"url": url}}
+
+    def document(self, block: dict[str, Any], at: str) -> str:
+        """A document block's text, tagged with its number and title, as the model will read it."""
+        source = block.get("source")
+        where = f"{at}.source"
+        kind = source.get("type") if isinstance(source, dict) else None
+        if not isinstance(source, dict) or kind not in ("text", "content"):
+            raise RequestError(
+                f"{where}: {kind!r} document sources are not supported (tierwise does not read PDFs or "
+                "files); send the document's text, as a text or content source",
+                param=where,
+                code="unsupported_parameter",
+            )
+        if kind == "text":
+            text = _field(source, "data", where)
+        else:
+            inner = source.get("content")
+            if isinstance(inner, str):
+                text = inner
+            elif isinstance(inner, list):
+                texts = []
+                for k, part in enumerate(inner):
+                    if not isinstance(part, dict) or part.get("type") != "text":
+                        raise RequestError(
+                            f"{where}.content.{k}.type: a document's content must be text blocks",
+                            param=f"{where}.content.{k}.type",
+                            code="unsupported_parameter",
+                        )
+                    texts.append(_field(part, "text", f"{where}.content.{k}"))
+                text = "\n".join(texts)
+            else:
+                raise RequestError(
+                    f"{where}.content: must be a string or a list of text blocks", param=f"{where}.content"
+                )
+        title = _optional(block, "title", at)
+        context = _optional(block, "context", at)
+        number = str(len(self.documents) + 1)
+        self.documents.append(Document(number, text, title))
+        attrs = f' id="{number}"' + (f' title="{escape(title)}"' if title else "")
+        inside = (f"<context>{context}</context>\n" if context else "") + text
+        return f"<document{attrs}>\n{inside}\n</document>"
+
+    def messages(self, message: _MessageIn, at: str) -> list[Message]:
+        blocks = _blocks_in(message.content, at)
+        if message.role == "assistant":
+            return [self._assistant(blocks, at)]
+        # OpenAI wants tool results as messages of their own, right after the assistant's call.
+        results: list[Message] = []
+        parts: list[dict[str, Any]] = []
+        for j, block in enumerate(blocks):
+            if block["type"] != "tool_result":
+                parts.append(self.part(block, f"{at}.{j}"))
+                continue
+            inner = block.get("content")
+            if inner is None or isinstance(inner, str):
+                content: str | list[dict[str, Any]] = inner or ""
+            elif isinstance(inner, list):
+                where = f"{at}.{j}.content"
+                content = _parts_content(
+                    [self.part(b, f"{where}.{k}") for k, b in enumerate(_blocks_in(inner, where))]
+                )
+            else:
+                raise RequestError(
+                    f"{at}.{j}.content: must be a string or a list of blocks", param=f"{at}.{j}.content"
+                )
+            results.append(Message("tool", content, tool_call_id=_field(block, "tool_use_id", f"{at}.{j}")))
+        if parts:
+            results.append(Message("user", _parts_content(parts)))
+        return results
+
+    def _assistant(self, blocks: list[dict[str, Any]], at: str) -> Message:
+        texts: list[str] = []
+        thinking: list[dict[str, Any]] = []
+        calls: list[ToolCall] = []
+        for j, block in enumerate(blocks):
+            if block["type"] == "text":
+                texts.append(_field(block, "text", f"{at}.{j}"))
+            elif block["type"] == "tool_use":
+                if not isinstance(block.get("input"), dict):
+                    raise RequestError(f"{at}.{j}.input: must be an object", param=f"{at}.{j}.input")
+                calls.append(
+                    ToolCall(
+                        _field(block, "id", f"{at}.{j}"),
+                        _field(block, "name", f"{at}.{j}"),
+                        _json_text(block["input"]),
+                    )
+                )
+            elif block["type"] in ("thinking", "redacted_thinking"):
+                thinking.append(block)
+            else:
+                raise RequestError(
+                    f"{at}.{j}.type: {block['type']!r} blocks are not supported in assistant turns",
+                    param=f"{at}.{j}.type",
+                    code="unsupported_parameter",
+                )
+        text = "".join(texts)
+        return Message("assistant", text if text or not calls else None, tool_calls=calls, thinking=thinking)
 
 
 def _blocks_in(content: str | list[dict[str, Any]], at: str) -> list[dict[str, Any]]:
@@ -133,59 +292,9 @@ def _parts_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _messages_in(message: _MessageIn, at: str) -> list[Message]:
-    blocks = _blocks_in(message.content, at)
-    if message.role == "assistant":
-        texts: list[str] = []
-        calls: list[ToolCall] = []
-        for j, block in enumerate(blocks):
-            if block["type"] == "text":
-                texts.append(_field(block, "text", f"{at}.{j}"))
-            elif block["type"] == "tool_use":
-                if not isinstance(block.get("input"), dict):
-                    raise RequestError(f"{at}.{j}.input: must be an object", param=f"{at}.{j}.input")
-                calls.append(
-                    ToolCall(
-                        _field(block, "id", f"{at}.{j}"),
-                        _field(block, "name", f"{at}.{j}"),
-                        _json_text(block["input"]),
-                    )
-                )
-            elif block["type"] not in ("thinking", "redacted_thinking"):
-                _part_in(block, f"{at}.{j}")  # raises: assistants send no images
-        text = "".join(texts)
-        return [Message("assistant", text if text or not calls else None, tool_calls=calls)]
-    # OpenAI wants tool results as messages of their own, right after the assistant's call.
-    results: list[Message] = []
-    parts: list[dict[str, Any]] = []
-    for j, block in enumerate(blocks):
-        if block["type"] != "tool_result":
-            parts.append(_part_in(block, f"{at}.{j}"))
-            continue
-        inner = block.get("content")
-        if inner is None or isinstance(inner, str):
-            content: str | list[dict[str, Any]] = inner or ""
-        elif isinstance(inner, list):
-            where = f"{at}.{j}.content"
-            content = _parts_content(
-                [_part_in(b, f"{where}.{k}") for k, b in enumerate(_blocks_in(inner, where))]
-            )
-        else:
-            raise RequestError(
-                f"{at}.{j}.content: must be a string or a list of blocks", param=f"{at}.{j}.content"
-            )
-        results.append(Message("tool", content, tool_call_id=_field(block, "tool_use_id", f"{at}.{j}")))
-    if parts:
-        results.append(Message("user", _parts_content(parts)))
-    return results
-
-
-def parse_request(data: Any) -> ChatRequest:
-    """Validate a decoded ``POST /v1/messages`` body; raises RequestError naming the offending field."""
-    body = validate_body(
-        MessagesBody, data, param=_param, unknown=lambda p: f"{p}: Extra inputs are not permitted"
-    )
-
+def _request(body: CountTokensBody) -> ChatRequest:
+    """The parts of a Messages body that count_tokens takes too, as a ChatRequest."""
+    reader = _Reader()
     messages: list[Message] = []
     if body.system:
         texts = []
@@ -195,7 +304,7 @@ def parse_request(data: Any) -> ChatRequest:
             texts.append(_field(block, "text", f"system.{j}"))
         messages.append(Message("system", "\n".join(texts)))
     for i, message in enumerate(body.messages):
-        messages.extend(_messages_in(message, f"messages.{i}.content"))
+        messages.extend(reader.messages(message, f"messages.{i}.content"))
 
     for i, tool in enumerate(body.tools or []):
         if tool.type not in (None, "custom"):
@@ -215,19 +324,44 @@ def parse_request(data: Any) -> ChatRequest:
             tool_choice = {"auto": "auto", "any": "required", "none": "none"}[choice.type]
         if choice.disable_parallel_tool_use:
             extra["parallel_tool_calls"] = False
+    response_format = None
+    if body.output_config is not None and (fmt := body.output_config.format) is not None:
+        response_format = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_}}
     return ChatRequest(
         messages=messages,
         model=body.model,
-        tools=[Tool(t.name, t.description, t.input_schema) for t in body.tools or []],
+        tools=[Tool(t.name, t.description, t.input_schema, t.strict) for t in body.tools or []],
         tool_choice=tool_choice,
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=list(body.stop_sequences or []),
-        user=body.metadata.user_id if body.metadata else None,
-        stream=body.stream,
+        response_format=response_format,
         extra=extra,
+        documents=reader.documents,
     )
+
+
+def parse_request(data: Any) -> ChatRequest:
+    """Validate a decoded ``POST /v1/messages`` body; raises RequestError naming the offending field."""
+    body = validate_body(
+        MessagesBody, data, param=_param, unknown=lambda p: f"{p}: Extra inputs are not permitted"
+    )
+    request = _request(body)
+    request.max_tokens = body.max_tokens
+    request.temperature = body.temperature
+    request.top_p = body.top_p
+    request.stop = list(body.stop_sequences or [])
+    request.user = body.metadata.user_id if body.metadata else None
+    request.stream = body.stream
+    request.top_k = body.top_k
+    if body.thinking is not None:
+        request.thinking = body.thinking.model_dump(exclude_none=True)
+    return request
+
+
+def parse_count_tokens(data: Any) -> ChatRequest:
+    """Validate a decoded ``POST /v1/messages/count_tokens`` body into the request it would make."""
+    body = validate_body(
+        CountTokensBody, data, param=_param, unknown=lambda p: f"{p}: Extra inputs are not permitted"
+    )
+    return _request(body)
 
 
 # ---- neutral -> Anthropic (answers to clients) ----
@@ -244,7 +378,7 @@ def _input_object(arguments: str) -> dict[str, Any]:
 
 def response_object(response: ChatResponse, *, request_id: str, model: str) -> dict[str, Any]:
     """The message object a client receives."""
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = [dict(b) for b in response.thinking]
     if response.content or not response.tool_calls:
         content.append({"type": "text", "text": response.content or ""})
     content += [
@@ -273,7 +407,10 @@ class StreamWriter:
     def __init__(self, *, message_id: str, model: str, input_tokens: int = 0) -> None:
         self._id, self._model, self._input_tokens = message_id, model, input_tokens
         self._block = -1
-        self._open: tuple[str, int] | None = None  # ("text", 0) or ("tool", tool call index)
+        self._thinking_blocks = 0
+        self._signed = False
+        # ("text", 0), ("tool", tool call index), ("thinking", n) or ("redacted", n)
+        self._open: tuple[str, int] | None = None
         self._finish: FinishReason = "stop"
         self._usage: Usage | None = None
 
@@ -313,8 +450,27 @@ class StreamWriter:
     def _delta(self, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return "content_block_delta", {"type": "content_block_delta", "index": self._block, "delta": delta}
 
+    def _thinking(self, delta: StreamDelta, out: list[tuple[str, dict[str, Any]]]) -> None:
+        # A thinking block stays open until its signature; text after that opens the next one.
+        if delta.thinking is not None or delta.thinking_signature is not None:
+            if self._open is None or self._open[0] != "thinking" or self._signed:
+                self._thinking_blocks += 1
+                self._signed = False
+                self._switch(("thinking", self._thinking_blocks), {"type": "thinking", "thinking": ""}, out)
+            if delta.thinking:
+                out.append(self._delta({"type": "thinking_delta", "thinking": delta.thinking}))
+            if delta.thinking_signature is not None:
+                out.append(self._delta({"type": "signature_delta", "signature": delta.thinking_signature}))
+                self._signed = True
+        if delta.redacted_thinking is not None:
+            self._thinking_blocks += 1
+            block = {"type": "redacted_thinking", "data": delta.redacted_thinking}
+            self._switch(("redacted", self._thinking_blocks), block, out)
+            self._close(out)
+
     def add(self, delta: StreamDelta) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
+        self._thinking(delta, out)
         if delta.content:
             self._switch(("text", 0), {"type": "text", "text": ""}, out)
             out.append(self._delta({"type": "text_delta", "text": delta.content}))

@@ -297,8 +297,10 @@ def parse_chunk(data: Any) -> StreamDelta:
     """Read one chat.completion.chunk from an upstream's stream."""
     if not isinstance(data, dict):
         raise ValueError("a stream chunk is not a JSON object")
+    if not isinstance(data.get("choices"), list):
+        raise ValueError("a stream chunk without a choices list")
     delta = StreamDelta(usage=_usage(data["usage"]) if data.get("usage") else None)
-    choices = data.get("choices") or []
+    choices = data["choices"]
     if choices:
         choice = choices[0]
         d = choice.get("delta") or {}

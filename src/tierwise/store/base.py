@@ -1,0 +1,274 @@
+"""What every record store shares: the queue, the writer thread, batching, flush and close, row conversion,
+and the readers.
+
+``submit`` never blocks the request path: it puts the item on a queue. The writer thread drains the queue
+every ``flush_interval_s`` (or as soon as ``batch_size`` items wait) and hands the batch, already turned into
+rows per table, to the backend's ``_write`` (one transaction). ``close`` drains what is left, so a clean
+shutdown loses nothing. A batch that fails is counted in ``errors`` and the proxy keeps serving; ``problems``
+(what ``/readyz`` shows) lists the failures since the last batch that was written.
+
+A backend (SQLite, PostgreSQL) supplies: ``_prepare`` (create or migrate the schema, at ``start``), ``_write``
+(one batch, in the writer thread), ``_close_writer``, ``_fetch`` (one SELECT as dicts), ``add_change`` and
+``describe``. The SQL the readers send is the same for both; ``mark`` is the backend's placeholder.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import orjson
+
+from tierwise.errors import TierwiseError
+from tierwise.store.records import Attempt, Change, Comparison, Feedback, RoutingRecord
+
+
+class StoreError(TierwiseError):
+    """The record store cannot be opened (a bad path, an unreachable database); the message says which."""
+
+
+Item = RoutingRecord | Feedback | Comparison
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table the writer fills: its columns in row order, and the key a newer row replaces (or None)."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: str | None
+
+
+RECORDS = Table("records", tuple(f.name for f in fields(RoutingRecord)), "request_id")
+FEEDBACK = Table("feedback", tuple(f.name for f in fields(Feedback)), None)
+COMPARISONS = Table("comparisons", tuple(f.name for f in fields(Comparison)), "request_id")
+CHANGE_COLUMNS = ("ts", "source", "summary", "patch", "applied", "config_path", "detail")
+_JSON_COLUMNS = ("features", "decision", "attempts")
+_RECORD_JSON = tuple(i for i, name in enumerate(RECORDS.columns) if name in _JSON_COLUMNS)
+
+Row = tuple[Any, ...]
+Groups = list[tuple[Table, list[Row]]]
+
+
+# ---- row conversion (both backends keep JSON as text, booleans as their own type or 0/1) ----
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def record_row(record: RoutingRecord) -> Row:
+    values = []
+    for name in RECORDS.columns:
+        value = getattr(record, name)
+        if name == "attempts":
+            value = orjson.dumps([a.to_dict() for a in value]).decode()
+        elif name in _JSON_COLUMNS:
+            value = _json(value)
+        values.append(value)
+    return tuple(values)
+
+
+def record_from_row(row: Mapping[str, Any]) -> RoutingRecord:
+    data = dict(row)
+    for name in _JSON_COLUMNS:
+        if data[name] is not None:
+            data[name] = orjson.loads(data[name])
+    data["attempts"] = [Attempt(**a) for a in data["attempts"] or []]
+    data["stream"] = bool(data["stream"])
+    return RoutingRecord(**data)
+
+
+def plain_row(item: Feedback | Comparison, table: Table) -> Row:
+    return tuple(getattr(item, c) for c in table.columns)
+
+
+def change_row(change: Change) -> Row:
+    return (change.ts, change.source, change.summary, change.patch, bool(change.applied),
+            change.config_path, _json(change.detail))  # fmt: skip
+
+
+def change_from_row(row: Mapping[str, Any]) -> Change:
+    data = dict(row)
+    detail = data.pop("detail")
+    data["applied"] = bool(data["applied"])
+    return Change(**data, detail=None if detail is None else orjson.loads(detail))
+
+
+def group_rows(batch: Sequence[Item]) -> Groups:
+    """A batch as rows per table, leaving out the tables it has nothing for."""
+    records, feedback, pairs = [], [], []
+    for item in batch:
+        if isinstance(item, RoutingRecord):
+            records.append(record_row(item))
+        elif isinstance(item, Feedback):
+            feedback.append(plain_row(item, FEEDBACK))
+        else:
+            pairs.append(plain_row(item, COMPARISONS))
+    return [(t, rows) for t, rows in ((RECORDS, records), (FEEDBACK, feedback), (COMPARISONS, pairs)) if rows]
+
+
+_STOP = object()
+_KEEP_ERRORS = 100
+
+
+class BatchStore(ABC):
+    """Records written off the request path in batches by one background thread; read back by the reports,
+    the stats endpoint and learning. Safe to share between the event loop, the writer and reader threads."""
+
+    # The backend's query placeholder ("?" for SQLite, "%s" for psycopg).
+    mark: ClassVar[str] = "?"
+
+    def __init__(self, *, batch_size: int = 256, flush_interval_s: float = 0.2) -> None:
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._flushed = threading.Condition()
+        self._pending = 0
+        # Every failed batch (the newest _KEEP_ERRORS), and those since the last batch that was written.
+        self.errors: list[str] = []
+        self._failing: list[str] = []
+
+    # ---- the backend ----
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the records are, for messages: a path, or a database URL without its credentials."""
+
+    @abstractmethod
+    def _prepare(self) -> None:
+        """Create or migrate the schema; raise StoreError saying what is wrong."""
+
+    @abstractmethod
+    def _write(self, groups: Groups) -> None:
+        """Write one batch in one transaction (in the writer thread); raise on failure."""
+
+    @abstractmethod
+    def _close_writer(self) -> None:
+        """Release what ``_write`` opened (in the writer thread, when it stops)."""
+
+    @abstractmethod
+    def _fetch(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        """Run one SELECT; rows as dicts by column name."""
+
+    @abstractmethod
+    def add_change(self, change: Change) -> int:
+        """Write one config change now (not through the writer thread); returns its id."""
+
+    # ---- writing ----
+
+    def check(self) -> None:
+        """Open the store (creating or migrating its schema) without starting the writer; raises
+        StoreError saying what is wrong."""
+        self._prepare()
+
+    def start(self) -> BatchStore:
+        """Open (create or migrate) the store, failing loudly here, and start the writer thread."""
+        if self._thread is None:
+            self._prepare()
+            self._thread = threading.Thread(target=self._run, name="tierwise-store", daemon=True)
+            self._thread.start()
+        return self
+
+    def submit(self, record: Item) -> None:
+        """Queue a record, a feedback score or a shadow comparison for the writer thread."""
+        with self._flushed:
+            self._pending += 1
+        self._queue.put(record)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until everything submitted so far is written (for tests, reports and shutdown)."""
+        with self._flushed:
+            self._flushed.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    def problems(self) -> list[str]:
+        """The write failures since the last batch that was written (the newest three)."""
+        return list(self._failing[-3:])
+
+    def _run(self) -> None:
+        stopping = False
+        try:
+            while not stopping:
+                batch: list[Item] = []
+                try:
+                    item = self._queue.get(timeout=self.flush_interval_s)
+                except queue.Empty:
+                    continue
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                    else:
+                        batch.append(item)
+                    if len(batch) >= self.batch_size:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._write_batch(batch)
+        finally:
+            self._close_writer()
+
+    def _write_batch(self, batch: list[Item]) -> None:
+        try:
+            self._write(group_rows(batch))
+        except Exception as exc:
+            # Keep serving; the failure shows on /readyz until a later batch is written.
+            message = f"writing a batch of {len(batch)} rows to {self.describe()} failed: {exc}"
+            self.errors = [*self.errors[-(_KEEP_ERRORS - 1) :], message]
+            self._failing.append(message)
+        else:
+            self._failing.clear()
+        finally:
+            with self._flushed:
+                self._pending -= len(batch)
+                self._flushed.notify_all()
+
+    # ---- reading (reports, the stats endpoint, learning) ----
+
+    def _since(self, sql: str, since: float | None, order: str = "ts") -> tuple[str, list[Any]]:
+        args: list[Any] = []
+        if since is not None:
+            sql += f" WHERE ts >= {self.mark}"
+            args.append(since)
+        return f"{sql} ORDER BY {order}", args
+
+    def query(self, *, since: float | None = None, limit: int | None = None) -> list[RoutingRecord]:
+        """Records, oldest first, optionally from ``since`` (unix time) and capped at ``limit``."""
+        sql, args = self._since("SELECT * FROM records", since)
+        if limit is not None:
+            sql += f" LIMIT {self.mark}"
+            args.append(limit)
+        return [record_from_row(row) for row in self._fetch(sql, args)]
+
+    def get(self, request_id: str) -> RoutingRecord | None:
+        rows = self._fetch(f"SELECT * FROM records WHERE request_id = {self.mark}", [request_id])
+        return record_from_row(rows[0]) if rows else None
+
+    def feedback(self, *, since: float | None = None) -> list[Feedback]:
+        """Feedback scores, oldest first."""
+        sql, args = self._since("SELECT * FROM feedback", since, "ts, id")
+        return [Feedback(**{k: v for k, v in row.items() if k != "id"}) for row in self._fetch(sql, args)]
+
+    def comparisons(self, *, since: float | None = None) -> list[Comparison]:
+        """Shadow and baseline-sample comparisons, oldest first."""
+        sql, args = self._since("SELECT * FROM comparisons", since)
+        return [Comparison(**row) for row in self._fetch(sql, args)]
+
+    def changes(self, *, since: float | None = None) -> list[Change]:
+        """Config changes (``tierwise learn``), oldest first."""
+        sql, args = self._since("SELECT * FROM changes", since, "ts, id")
+        return [change_from_row(row) for row in self._fetch(sql, args)]
