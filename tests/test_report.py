@@ -325,3 +325,19 @@ def test_report_html(tmp_path: Path) -> None:
     hostile.close()
     assert run_report("--db", str(tmp_path / "hostile.db"), "--html", str(escaped)).returncode == 0
     assert "<script>" not in escaped.read_text() and "&lt;script&gt;" in escaped.read_text()
+
+
+def test_routing_accuracy_from_feedback() -> None:
+    import dataclasses
+
+    from tierwise.store.records import Feedback
+
+    cheap_good = record("g", "chat", cost=0.001, baseline=0.01, latency=5)
+    cheap_bad = record("b", "chat", cost=0.001, baseline=0.01, latency=5)
+    premium = dataclasses.replace(record("p", "chat", cost=0.01, baseline=0.01, latency=5), tier="premium")
+    unscored = record("u", "chat", cost=0.001, baseline=0.01, latency=5)
+    scores = [Feedback("g", 1.0, 0.9), Feedback("b", 1.0, 0.2), Feedback("p", 1.0, 0.1)]
+    summary = summarize([cheap_good, cheap_bad, premium, unscored], scores, premium_tier="premium")
+    # Premium's own answers say nothing about a cheaper choice; unscored ones neither.
+    assert summary["chat"]["routing_accuracy_feedback"] == {"n": 2, "share": 0.5}
+    assert summarize([cheap_good], scores)["chat"]["routing_accuracy_feedback"] is None

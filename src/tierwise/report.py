@@ -155,10 +155,26 @@ def _shadow(pairs: Sequence[Comparison]) -> dict[str, Any]:
     }
 
 
+def _feedback_accuracy(
+    served: Sequence[RoutingRecord], feedback: dict[str, list[float]], premium_tier: str | None
+) -> dict[str, Any] | None:
+    """Routing accuracy where users said so: of the scored answers a tier below premium gave, the share
+    scored at least 0.5 (the cheaper choice held up)."""
+    if premium_tier is None:
+        return None
+    held = [
+        1.0 if statistics.fmean(scores) >= 0.5 else 0.0
+        for r in served
+        if r.tier != premium_tier and (scores := feedback.get(r.request_id))
+    ]
+    return {"n": len(held), "share": statistics.fmean(held) if held else None}
+
+
 def _figures(
     records: Sequence[RoutingRecord],
     feedback: dict[str, list[float]] | None = None,
     pairs: Sequence[Comparison] = (),
+    premium_tier: str | None = None,
 ) -> dict[str, Any]:
     feedback = feedback or {}
     served = [r for r in records if r.status == "ok"]
@@ -193,6 +209,7 @@ def _figures(
         },
         "gates": _gates(records),
         "quality": _quality(scores),
+        "routing_accuracy_feedback": _feedback_accuracy(served, feedback, premium_tier),
         "hints": _hints(records, feedback),
         "shadow": _shadow(pairs),
     }
@@ -202,10 +219,13 @@ def summarize(
     records: Sequence[RoutingRecord],
     feedback: Iterable[Feedback] = (),
     comparisons: Iterable[Comparison] = (),
+    *,
+    premium_tier: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per request class, then ``overall``. Requests rejected before routing have no class: they count in
     ``overall`` only. Feedback counts for the class of the request it scores (the latest score of a source
-    per request wins); comparisons carry their own class."""
+    per request wins); comparisons carry their own class. With ``premium_tier``, feedback also gives a
+    routing accuracy (``routing_accuracy_feedback``)."""
     by_class: dict[str, list[RoutingRecord]] = defaultdict(list)
     for record in records:
         if record.request_class is not None:
@@ -221,8 +241,11 @@ def summarize(
     for pair in all_pairs:
         pairs_by_class[pair.request_class or "unrouted"].append(pair)
     names = sorted(set(by_class) | set(pairs_by_class))
-    out = {name: _figures(by_class.get(name, []), scores, pairs_by_class.get(name, [])) for name in names}
-    out["overall"] = _figures(records, scores, all_pairs)
+    out = {
+        name: _figures(by_class.get(name, []), scores, pairs_by_class.get(name, []), premium_tier)
+        for name in names
+    }
+    out["overall"] = _figures(records, scores, all_pairs, premium_tier)
     return out
 
 
@@ -321,7 +344,7 @@ def build_stats(
     if request_class is not None:
         records = [r for r in records if r.request_class == request_class]
         comparisons = [c for c in comparisons if c.request_class == request_class]
-    summary = summarize(records, feedback, comparisons)
+    summary = summarize(records, feedback, comparisons, premium_tier=premium_tier)
     return {
         "since": start,
         "until": end,
