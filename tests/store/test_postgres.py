@@ -177,3 +177,42 @@ def test_report_reads_a_database_named_by_url(tmp_path: Path) -> None:
         assert bad.returncode == 2
         assert "cannot connect to PostgreSQL at postgresql://127.0.0.1:1/x" in bad.stderr
         assert "hunter2pw" not in bad.stderr + bad.stdout
+
+
+def test_the_store_reconnects_when_the_server_drops_its_connections() -> None:
+    with pg_schema() as dsn:
+        store = PostgresStore(dsn, flush_interval_s=0.01).start()
+        store.submit(RoutingRecord("before", time.time(), "openai.chat", "ok", 200))
+        store.flush()
+        assert [r.request_id for r in store.query()] == ["before"]
+        # What a server restart or a failover does to the writer's and the reader's connections.
+        dropped = execute(
+            dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'tierwise' AND pid <> pg_backend_pid()",
+        )
+        assert len(dropped) >= 2
+        store.submit(RoutingRecord("after", time.time(), "openai.chat", "ok", 200))
+        store.flush()
+        assert store.problems() == [] and store.errors == []
+        assert [r.request_id for r in store.query()] == ["before", "after"]
+        store.close()
+
+
+def test_serve_stops_with_the_reason_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(
+        "providers: {up: {type: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "models: {m: {provider: up}}\n"
+        "tiers: {cheap: [m], mid: [m], premium: [m]}\n"
+        'store: {type: postgres, dsn: "${TW_TEST_UNREACHABLE}"}\n'
+    )
+    env = {**os.environ, "TW_TEST_UNREACHABLE": "postgresql://app:hunter2pw@127.0.0.1:1/tierwise"}
+    run = subprocess.run(
+        [sys.executable, "-m", "tierwise", "serve", "--config", str(config), "--port", "0"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert run.returncode == 2
+    said = " ".join(run.stderr.split())
+    assert "store error cannot connect to PostgreSQL at postgresql://127.0.0.1:1/tierwise" in said
+    assert "hunter2pw" not in run.stderr + run.stdout

@@ -169,61 +169,73 @@ class ConfigSync:
         self.version_id: int | None = None  # the version this replica serves (or has seen)
         self.digest: str | None = None  # its digest; None: a config given as an object, never published
         self.problem: str | None = None  # why the latest version is not served here
+        self.unreachable: str | None = None  # why the last poll failed
         self._cache: Path | None = None  # artifacts written from the database
 
     # ---- publishing what this replica loaded ----
 
     async def published(self, snapshot: Snapshot, source: str) -> None:
         """Called with the reload lock held, after this replica switched to ``snapshot``."""
+        self.digest = None  # what this replica serves now, until it is known as a published version
         try:
             version, blobs = await asyncio.to_thread(version_of, snapshot, source)
+            self.digest = version.digest
             version_id, _ = await asyncio.to_thread(self.store.publish_config, version, blobs)
         except Exception as exc:
             self.problem = (
                 f"the reloaded config is served here but was not shared with the other replicas: {exc}"
             )
             return
-        self.version_id, self.digest, self.problem = version_id, version.digest, None
+        self.version_id, self.problem = version_id, None
 
     # ---- following what others published ----
 
     async def startup(self) -> None:
         """Before serving: publish a config file the database has never seen, else adopt the newest."""
         async with self.proxy.reload_lock:
-            latest = await asyncio.to_thread(self.store.latest_config)
-            if self.proxy.config_path is None:
-                # Given as an object (a library, a test): nothing to publish; follow later versions.
-                self.version_id = latest[0] if latest else 0
-                return
-            version, blobs = await asyncio.to_thread(
-                version_of, read_snapshot(self.proxy.config_path), "startup"
-            )
-            if latest is not None and latest[1] == version.digest:
-                self.version_id, self.digest = latest[0], version.digest
-                return
-            if latest is None or not await asyncio.to_thread(self.store.knows_config, version.digest):
-                self.version_id, _ = await asyncio.to_thread(self.store.publish_config, version, blobs)
-                self.digest = version.digest
-                return
-            self.digest = version.digest
+            try:
+                await self._startup()
+            except Exception as exc:  # serve the file's config; the poll follows later versions
+                self.problem = f"cannot compare this replica's config with the shared versions: {exc}"
+                print(f"tierwise: {self.problem}", file=sys.stderr)
+
+    async def _startup(self) -> None:
+        latest = await asyncio.to_thread(self.store.latest_config)
+        path = self.proxy.config_path
+        if path is None:
+            # Given as an object (a library, a test): nothing to publish; follow later versions.
+            self.version_id = latest[0] if latest else 0
+            return
+        version, blobs = await asyncio.to_thread(lambda: version_of(read_snapshot(path), "startup"))
+        self.digest = version.digest
+        if latest is not None and latest[1] == version.digest:
+            self.version_id = latest[0]
+        elif latest is None or not await asyncio.to_thread(self.store.knows_config, version.digest):
+            self.version_id, _ = await asyncio.to_thread(self.store.publish_config, version, blobs)
+        else:
             await self._follow(latest[0])
 
     async def run(self) -> None:
         """Poll every ``interval_s`` until cancelled."""
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception as exc:  # the database is away: try again next time
+                self.unreachable = f"cannot check for config versions in {self.store.describe()}: {exc}"
+            else:
+                self.unreachable = None
 
     async def poll(self) -> bool:
         """One check; True when a newer version was applied."""
-        try:
-            latest = await asyncio.to_thread(self.store.latest_config)
-        except Exception as exc:
-            self.problem = f"cannot check for config versions in {self.store.describe()}: {exc}"
-            return False
+        latest = await asyncio.to_thread(self.store.latest_config)
         if latest is None or latest[0] == self.version_id:
             return False
         async with self.proxy.reload_lock:
+            # Again under the lock: a reload here may have published a newer version meanwhile.
+            latest = await asyncio.to_thread(self.store.latest_config)
+            if latest is None or latest[0] == self.version_id:
+                return False
             if latest[1] == self.digest:
                 self.version_id, self.problem = latest[0], None
                 return False
@@ -296,7 +308,7 @@ class ConfigSync:
 
     def status(self) -> dict[str, Any]:
         """For /readyz: the version served, and why not the latest (if so)."""
-        return {"version": self.version_id, "problem": self.problem}
+        return {"version": self.version_id, "problem": self.problem or self.unreachable}
 
     def close(self) -> None:
         if self._cache is not None:

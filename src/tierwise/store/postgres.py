@@ -222,10 +222,11 @@ class PostgresStore(BatchStore):
             import psycopg
         except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
             raise StoreError("store.type postgres needs psycopg: pip install 'psycopg[binary]'") from None
+        options: dict[str, Any] = {"connect_timeout": max(1, round(self.connect_timeout_s))}
+        if "application_name" not in self._dsn:
+            options["application_name"] = "tierwise"  # how the DBA's pg_stat_activity names us
         try:
-            return psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s))
-            )
+            return psycopg.connect(self._dsn, autocommit=True, **options)
         except psycopg.Error as exc:
             message = _redact(" ".join(str(exc).split()), self._dsn)
             raise StoreError(f"cannot connect to PostgreSQL at {self.describe()}: {message}") from None
