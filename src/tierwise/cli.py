@@ -92,6 +92,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: server.port, 8080).")] = None,
 ) -> None:
     """Start the proxy (OpenAI-compatible API on /v1)."""
+    from tierwise.server.threads import single_blas_thread
+
+    single_blas_thread()  # before the router loads numpy
     import uvicorn
 
     from tierwise.server.app import create_app

@@ -180,13 +180,14 @@ class Neighbours:
         when the prompts have one) with each prompt."""
         norm = math.sqrt(float(val @ val) + float(dense @ dense)) or 1.0
         val = val / norm
-        sims: FloatArray = self.dense @ (dense / norm)
+        # float32 throughout the products: a float64 operand would make numpy convert the stored matrices on
+        # every call. Only the block rows of the query's own terms are multiplied, which also keeps each
+        # product too small for BLAS to hand to its threads.
+        sims: FloatArray = (self.dense @ (dense / norm).astype(np.float32)).astype(np.float64)
         rows = self.frequent[idx]
         common = rows >= 0
         if common.any():
-            query = np.zeros(len(self.block), dtype=np.float32)
-            query[rows[common]] = val[common]
-            sims += query @ self.block
+            sims += val[common].astype(np.float32) @ self.block[rows[common]]
         starts, ends = self.term_ptr[idx], self.term_ptr[idx + 1]
         lengths = ends - starts
         total = int(lengths.sum())
