@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,6 +58,24 @@ class Metrics:
             [*by_class, "mode", "outcome"],
             registry=reg,
         )
+        self.gates = Counter(
+            "tierwise_gate_verdicts",
+            "Gate verdicts on answers, by gate and verdict (pass, fail).",
+            [*by_class, "gate", "verdict"],
+            registry=reg,
+        )
+        self.fallbacks = Counter(
+            "tierwise_fallbacks",
+            "Requests served after an upstream attempt failed (a retry, another model or tier took over).",
+            by_class,
+            registry=reg,
+        )
+        self.feedback = Summary(
+            "tierwise_feedback_score",
+            "Quality scores clients sent (POST /v1/tierwise/feedback), 0..1; the mean is sum / count.",
+            by_class,
+            registry=reg,
+        )
         self.latency = Histogram(
             "tierwise_latency_seconds",
             "Time to the full answer (or error).",
@@ -73,12 +91,22 @@ class Metrics:
         self.routing.labels(klass).inc(record.routing_cost_usd)
         if record.baseline_cost_usd:
             self.baseline.labels(klass).inc(record.baseline_cost_usd)
+        for attempt in record.attempts:
+            for verdict in attempt.gates or ():
+                self.gates.labels(
+                    klass, str(verdict.get("gate")), "pass" if verdict.get("passed") else "fail"
+                ).inc()
+        if record.status == "ok" and any(a.status != "ok" for a in record.attempts):
+            self.fallbacks.labels(klass).inc()
         went_up = escalated(record)
         if went_up is not None:
             self.cascaded.labels(klass).inc()
             if went_up:
                 self.escalations.labels(klass).inc()
         self.latency.labels(klass).observe(record.latency_ms / 1000)
+
+    def observe_feedback(self, request_class: str, score: float) -> None:
+        self.feedback.labels(request_class).observe(score)
 
     def observe_comparison(self, pair: Comparison) -> None:
         if pair.score is None:

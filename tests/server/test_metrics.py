@@ -51,3 +51,50 @@ def test_counters_follow_the_records(start_proxy: Any, openai_upstream: FakeUpst
         == 1
     )
     assert got[("tierwise_latency_seconds_count", klass)] == 2
+
+
+def test_gate_verdicts_fallbacks_and_feedback(start_proxy: Any, openai_upstream: FakeUpstream) -> None:
+    proxy = start_proxy(router_config(openai_upstream.base_url, routing={"policy": "cascade"}))
+    # Request 1: cheap-a fails upstream (500, twice: attempts=2), cheap-b answers bad JSON -> mid passes.
+    # Request 2: cheap-a answers good JSON at once.
+    openai_upstream.script(
+        "cheap-a",
+        Behaviour("status", status=500),
+        Behaviour("status", status=500),
+        Behaviour(content='{"a": 1}'),
+    )
+    openai_upstream.script("cheap-b", Behaviour(content="not json"))
+    openai_upstream.script("mid-a", Behaviour(content='{"ok": 2}'))
+    ids = []
+    with openai.OpenAI(base_url=proxy.base_url, api_key="k", max_retries=0) as client:
+        for _ in range(2):
+            raw = client.chat.completions.with_raw_response.create(
+                model="tierwise/auto",
+                messages=[{"role": "user", "content": "Rephrase as JSON"}],
+                response_format={"type": "json_object"},
+            )
+            ids.append(raw.headers["x-tierwise-request-id"])
+    for rid, score in zip(ids, (0.25, 1.0), strict=True):
+        assert httpx.post(
+            proxy.url + "/v1/tierwise/feedback", json={"request_id": rid, "score": score}
+        ).is_success
+    records = proxy.records()
+    got = samples(proxy.url)
+
+    def count(gate: str, verdict: str) -> float:
+        key = (("gate", gate), ("request_class", "rephrase"), ("verdict", verdict))
+        return got.get(("tierwise_gate_verdicts_total", key), 0.0)
+
+    expected: dict[tuple[str, str], int] = {}
+    for r in records:
+        for a in r.attempts:
+            for v in a.gates or []:
+                k = (v["gate"], "pass" if v["passed"] else "fail")
+                expected[k] = expected.get(k, 0) + 1
+    assert expected[("json", "fail")] == 1 and expected[("json", "pass")] == 2
+    for (gate, verdict), n in expected.items():
+        assert count(gate, verdict) == n
+    klass = (("request_class", "rephrase"),)
+    assert got[("tierwise_fallbacks_total", klass)] == 1  # only the first had failed attempts
+    assert got[("tierwise_feedback_score_count", klass)] == 2
+    assert got[("tierwise_feedback_score_sum", klass)] == pytest.approx(1.25)

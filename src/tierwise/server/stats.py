@@ -20,7 +20,7 @@ from starlette.responses import Response
 from tierwise.errors import AuthenticationError, RequestError
 from tierwise.policy.engine import RequestContext
 from tierwise.report import build_stats, parse_since
-from tierwise.store.records import Feedback
+from tierwise.store.records import Feedback, RoutingRecord
 from tierwise.wire import openai as wire
 from tierwise.wire import validate_body
 
@@ -130,11 +130,12 @@ async def feedback(proxy: Proxy, request: Request) -> Response:
     if store is None:
         return _json(wire.error_object("no store is configured", type_="server_error"), 404)
 
-    def known() -> bool:
+    def known() -> RoutingRecord | None:
         store.flush(timeout=2.0)  # the request's own record may still be in the writer's queue
-        return store.get(body.request_id) is not None
+        return store.get(body.request_id)
 
-    if not await asyncio.to_thread(known):
+    scored = await asyncio.to_thread(known)
+    if scored is None:
         return _json(
             wire.error_object(
                 f"request_id: no request {body.request_id!r} in the records",
@@ -147,4 +148,6 @@ async def feedback(proxy: Proxy, request: Request) -> Response:
     score = body.score if body.score is not None else (1.0 if body.thumbs == "up" else 0.0)
     item = Feedback(body.request_id, time.time(), score, body.comment, body.source, ctx.api_key_id)
     store.submit(item)
+    if proxy.metrics is not None:
+        proxy.metrics.observe_feedback(scored.request_class or "unrouted", score)
     return _json({"status": "recorded", "request_id": body.request_id, "score": score})
