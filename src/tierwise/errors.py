@@ -12,7 +12,7 @@ TierwiseError
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tierwise.store.records import Attempt
@@ -91,3 +91,16 @@ class AllAttemptsFailed(TierwiseError):
         summary = "; ".join(f"{a.model}: {a.error}" for a in attempts) or "no model could be tried"
         super().__init__(f"all upstream attempts failed ({summary})")
         self.attempts = attempts
+
+    def attempts_shown(self) -> list[dict[str, Any]]:
+        """What a client's error body lists of the attempts (never a provider's key or URL)."""
+        return [
+            {
+                "model": a.model,
+                "tier": a.tier,
+                "status": a.status,
+                "http_status": a.http_status,
+                "error": a.error,
+            }
+            for a in self.attempts
+        ]

@@ -31,12 +31,11 @@ class Target:
             raise ValueError("give exactly one target: quality, cost share or budget per 1k requests")
 
 
-@dataclass(frozen=True)
-class Calibration:
-    threshold: float
+class _AgainstPremium:
+    """A chosen operating point's quality and cost as shares of premium-only's."""
+
     point: Point
     base: Baselines
-    n: int
 
     @property
     def quality_vs_premium(self) -> float:
@@ -45,6 +44,14 @@ class Calibration:
     @property
     def cost_vs_premium(self) -> float:
         return self.point.cost_usd / self.base.premium.cost_usd if self.base.premium.cost_usd else 0.0
+
+
+@dataclass(frozen=True)
+class Calibration(_AgainstPremium):
+    threshold: float
+    point: Point
+    base: Baselines
+    n: int
 
     @property
     def usd_per_1k(self) -> float:
@@ -102,7 +109,7 @@ def write_threshold(config_path: Path, threshold: float, artifact: str | None = 
 
 
 @dataclass(frozen=True)
-class PolicyCalibration:
+class PolicyCalibration(_AgainstPremium):
     """The cascade's or the auto policy's parameters for a quality target: the learned gate's threshold
     (``gate``), and for auto the bands ``hi`` (confident_cheap) and ``lo`` (confident_premium)."""
 
@@ -111,14 +118,6 @@ class PolicyCalibration:
     point: Point
     base: Baselines
     n: int
-
-    @property
-    def quality_vs_premium(self) -> float:
-        return self.point.quality / self.base.premium.quality if self.base.premium.quality else 1.0
-
-    @property
-    def cost_vs_premium(self) -> float:
-        return self.point.cost_usd / self.base.premium.cost_usd if self.base.premium.cost_usd else 0.0
 
 
 def calibrate_policy(

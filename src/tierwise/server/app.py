@@ -308,16 +308,7 @@ class Proxy:
 
     def _upstream_failed(self, exc: AllAttemptsFailed, ctx: RequestContext) -> Response:
         body = wire.error_object(str(exc), type_="upstream_error", code="all_attempts_failed")
-        body["error"]["attempts"] = [
-            {
-                "model": a.model,
-                "tier": a.tier,
-                "status": a.status,
-                "http_status": a.http_status,
-                "error": a.error,
-            }
-            for a in exc.attempts
-        ]
+        body["error"]["attempts"] = exc.attempts_shown()
         return Response(
             orjson.dumps(body),
             status_code=502,

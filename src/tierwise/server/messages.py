@@ -113,17 +113,7 @@ class MessagesAPI:
         clients back off on (429, 529), the client gets that status; otherwise 502 with ``api_error``."""
         statuses = {a.http_status for a in exc.attempts}
         status = 429 if statuses == {429} else 529 if statuses == {529} else 502
-        attempts = [
-            {
-                "model": a.model,
-                "tier": a.tier,
-                "status": a.status,
-                "http_status": a.http_status,
-                "error": a.error,
-            }
-            for a in exc.attempts
-        ]
-        return self._error(_stream_error_type(status), str(exc), status, ctx, attempts=attempts)
+        return self._error(_stream_error_type(status), str(exc), status, ctx, attempts=exc.attempts_shown())
 
     async def create(self, request: Request) -> Response:
         """``POST /v1/messages``."""
