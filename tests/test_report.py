@@ -285,7 +285,8 @@ def test_report_command_shows_quality_shadow_and_latency(tmp_path: Path) -> None
     for column in ("fallbacks", "quality", "shadow", "p95 ms"):
         assert column in done.stdout
     assert "0.75 (n=1)" in done.stdout  # json's quality
-    assert "0.83 (n=30) ready" in done.stdout  # json's shadow block: 20 wins, 10 ties
+    # json's shadow block: 20 wins, 10 ties; the preference with its 95% interval
+    assert re.search(r"0\.83 \[0\.\d\d-0\.\d\d\] \(n=30\) ready", done.stdout), done.stdout
     body = json.loads(out.read_text())
     # --db alone: premium is the tier whose answers cost their whole baseline; its p95 is 15 ms, and json's
     # (38.5 ms) and chat's are compared with it.

@@ -582,15 +582,22 @@ def report(
     def num(value: float | None, digits: int = 1) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
-    for name, row in summary.items():
-        quality, shadow = row["quality"], row["shadow"]
+    def shadow_cell(shadow: dict[str, Any]) -> str:
+        """The router's preference against the baseline, its 95% interval, the pairs, and readiness."""
+        if not shadow["judged"]:
+            return ""
+        low, high = shadow["preference_ci95"]
         ready = {True: " ready", False: " not ready", None: ""}[shadow["ready"]]
+        return f"{shadow['preference']:.2f} [{low:.2f}-{high:.2f}] (n={shadow['judged']}){ready}"
+
+    for name, row in summary.items():
+        quality = row["quality"]
         table.add_row(
             name, str(row["requests"]), str(row["errors"]), str(row["fallbacks"]), f"{row['cost_usd']:.4f}",
             f"{row['baseline_cost_usd']:.4f}", pct(row["saving"]), pct(row["escalation_rate"]),
             row["health"].split(":")[0],
             f"{quality['mean']:.2f} (n={quality['n']})" if quality["n"] else "",
-            f"{shadow['preference']:.2f} (n={shadow['judged']}){ready}" if shadow["judged"] else "",
+            shadow_cell(row["shadow"]),
             num(row["latency_ms"]["p50"]), num(row["latency_ms"]["p95"]),
         )  # fmt: skip
     # Piped or redirected, the table keeps its rows whole rather than wrapping to 80 columns.
