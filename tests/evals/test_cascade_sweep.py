@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from tierwise.evals.cascade_sweep import auto_plan, cascade_plan, voting_plan
+from tierwise.evals.cascade_sweep import auto_plan, cascade_plan, choose, voting_plan
+from tierwise.evals.metrics import OutcomeTable, point_for
 
 # Gate scores of three prompts' cheap and mid answers (premium is always the last resort).
 GATE = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.3]])
@@ -40,3 +42,31 @@ def test_voting_pays_for_everything() -> None:
     plan = voting_plan(GATE, 0.5)
     assert plan.final.tolist() == [0, 1, 2]
     assert plan.paid.all()
+
+
+def test_choose_wants_the_target_to_hold_on_most_resamples_not_just_once() -> None:
+    """40 prompts, cheap ($1) then premium ($10, always right); the gate ranks them, and the cheap answer is
+    wrong on the prompts ranked 5, 15 and 30. Q95 allows two wrong answers of 40: the plain cheapest point
+    keeps prompts 6 and up at cheap (two wrong, exactly 95%); it holds on only about 2/3 of resamples, so with
+    confidence 0.8 the choice keeps prompts 16 and up (one wrong)."""
+    n = 40
+    gate = np.linspace(0.025, 1.0, n)[:, None]
+    cheap = np.ones(n)
+    cheap[[5, 15, 30]] = 0.0
+    table = OutcomeTable(
+        ("cheap", "premium"),
+        ("c", "p"),
+        tuple(f"p{i}" for i in range(n)),
+        ("t",) * n,
+        np.column_stack([cheap, np.ones(n)]),
+        np.column_stack([np.ones(n), np.full(n, 10.0)]),
+    )
+    router = np.zeros((n, 1))
+    plain = choose(table, "cascade", router, gate, 0.95, confidence=0.0)
+    assert plain["gate"] == pytest.approx(gate[6, 0])
+    plan = cascade_plan(gate, plain["gate"])
+    assert point_for(table, plan.final, plan.paid).quality == pytest.approx(0.95)
+    safe = choose(table, "cascade", router, gate, 0.95)
+    assert safe["gate"] == pytest.approx(gate[16, 0])
+    # Nothing reaches the target: everything to premium.
+    assert choose(table, "cascade", router, gate, 1.01)["gate"] > 1.0

@@ -11,6 +11,14 @@ one.
   will do) < lo goes to premium alone — and a cascade from the cheapest tier in between.
 - voting: every tier answers (every tier is paid), the cheapest answer the gate passes is taken, else
   premium's: the brief's parallel-voting baseline.
+
+A tier's answer is scored knowing the answer of the tier below (the cascade from the cheapest tier has it in
+hand; in voting every answer is known), see `tierwise.gates.learned`.
+
+`choose` calibrates a policy on out-of-fold scores of a training set. The cheapest point that merely reaches
+the target there is, among the hundreds of points an auto sweep draws, most often one that was lucky on those
+prompts; so a point qualifies only when it reaches the target in at least ``confidence`` (0.8) of bootstrap
+resamples of the training prompts (paired: the point's and premium's quality on the same resample).
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ class GateScorer:
 
     def predict(self, records: Sequence[EvalRecord]) -> FloatArray:
         table = OutcomeTable.from_records(records, self.table_models_)
-        return self.scorer_.predict_table(records, table)
+        return self.scorer_.predict_table(records, table, juniors=True)
 
 
 def has_answers(records: Sequence[EvalRecord], models: Sequence[str]) -> bool:
@@ -120,17 +128,34 @@ def curve(
 
 
 def choose(
-    table: OutcomeTable, policy: str, router: FloatArray, gate: FloatArray, quality_share: float
+    table: OutcomeTable,
+    policy: str,
+    router: FloatArray,
+    gate: FloatArray,
+    quality_share: float,
+    *,
+    confidence: float = 0.8,
+    resamples: int = 200,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """The parameters of the cheapest point reaching ``quality_share`` of premium-only quality."""
-    premium = float(table.scores[:, -1].mean())
-    best: tuple[float, dict[str, float]] | None = None
-    for params, _, point in curve(table, policy, router, gate):
-        if point.quality >= quality_share * premium - 1e-12 and (best is None or point.cost_usd < best[0]):
-            best = (point.cost_usd, params)
-    if best is None:  # nothing reaches it: everything to premium
+    """The parameters of the cheapest point that reaches ``quality_share`` of premium-only quality in at least
+    ``confidence`` of ``resamples`` bootstrap resamples of the prompts (``confidence`` 0: on the prompts as
+    they are, the plain cheapest point reaching it). Everything to premium when no point qualifies."""
+    candidates = plans(policy, router, gate)
+    rows = np.arange(table.n)
+    quality = np.stack([table.scores[rows, plan.final] for _, plan in candidates])  # (points, n)
+    cost = np.asarray([float((table.costs * plan.paid).sum()) for _, plan in candidates])
+    premium = table.scores[:, -1]
+    qualifies = quality.mean(axis=1) >= quality_share * premium.mean() - 1e-12
+    if confidence > 0 and table.n:
+        rng = np.random.default_rng(seed)
+        weights = rng.multinomial(table.n, np.full(table.n, 1.0 / table.n), size=resamples).astype(np.float64)
+        share = (weights @ quality.T) / np.maximum(weights @ premium, 1e-12)[:, None]  # (resamples, points)
+        qualifies &= (share >= quality_share - 1e-12).mean(axis=0) >= confidence
+    if not qualifies.any():
         return {"gate": 1.0 + 1e-9, "hi": 1.0 + 1e-9, "lo": 1.0 + 1e-9}
-    return best[1]
+    best = int(np.flatnonzero(qualifies)[np.argmin(cost[qualifies])])
+    return candidates[best][0]
 
 
 def plan_for(policy: str, params: dict[str, float], router: FloatArray, gate: FloatArray) -> Plan:

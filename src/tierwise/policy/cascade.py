@@ -44,19 +44,26 @@ def _tiers_of(plan: list[PlannedModel]) -> dict[str, list[PlannedModel]]:
 
 
 async def judge(
-    gates: list[Gate], request: ChatRequest, result: ProviderResult, *, final: bool, tier: int | None = None
+    gates: list[Gate],
+    request: ChatRequest,
+    result: ProviderResult,
+    *,
+    final: bool,
+    tier: int | None = None,
+    junior: str | None = None,
 ) -> list[GateVerdict]:
     """The gates' verdicts, in order. A paid gate (``costly``, e.g. critique) is skipped where its verdict
     could change nothing: on the last tier, whose answer stands anyway, and after another gate has failed.
     A gate that judges answers by tier (the learned gate's ``check_at``) is told the answering tier's
-    position, ``tier`` (0: the cheapest)."""
+    position, ``tier`` (0: the cheapest), and ``junior``, the answer of the tier just below when the cascade
+    has it (the learned gate reads their agreement)."""
     verdicts: list[GateVerdict] = []
     for gate in gates:
         if getattr(gate, "costly", False) and (final or any(not v.passed for v in verdicts)):
             continue
         check_at = getattr(gate, "check_at", None)
         if check_at is not None and tier is not None:
-            verdicts.append(await check_at(request, result.response, tier))
+            verdicts.append(await check_at(request, result.response, tier, junior=junior))
         else:
             verdicts.append(await gate.check(request, result.response))
     return verdicts
@@ -121,7 +128,9 @@ async def run_cascade(
         answered = (planned, result)
         engine._settle(attempts[-1], planned, result)
         position = engine.config.tier_names.index(planned.tier)
-        verdicts = await judge(gates, request, result, final=final, tier=position)
+        below = engine.config.tier_names[position - 1] if position else None
+        junior = drafts[-1][1] if drafts and drafts[-1][0] == below else None
+        verdicts = await judge(gates, request, result, final=final, tier=position, junior=junior)
         attempts[-1].gates = [v.to_dict() for v in verdicts]
         route.routing_cost_usd += sum(v.cost_usd for v in verdicts)
         failed = [v.gate for v in verdicts if not v.passed]
