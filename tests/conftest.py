@@ -27,10 +27,11 @@ class RunningProxy:
         db_path: Path,
         config_path: Path | None = None,
         store: BatchStore | None = None,
+        **app_options: Any,
     ) -> None:
         self.config = config
         self.store = store if store is not None else SQLiteStore(db_path, flush_interval_s=0.02)
-        self.app = create_app(config, store=self.store, config_path=config_path)
+        self.app = create_app(config, store=self.store, config_path=config_path, **app_options)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tierwise.errors import ConfigError
 
@@ -54,6 +62,9 @@ class AuthConfig(_Strict):
     default_user_tier: str | None = None
     # The key admin endpoints (reload) require; without one they are off.
     admin_key: SecretStr | None = None
+    # What a store key (`tierwise keys create`) past its budget gets when it says nothing itself: refuse
+    # (HTTP 429) or route_down (served at the cheapest tier). docs/keys.md
+    over_budget: Literal["refuse", "route_down"] = "refuse"
 
 
 class OpenAIProviderConfig(_Strict):
@@ -437,8 +448,21 @@ class StoreConfig(_Strict):
     prompts: PromptStorage = "full"
     batch_size: int = Field(256, gt=0)
     flush_interval_s: float = Field(0.2, gt=0)
-    # postgres: how often each replica checks for a config version another one published.
+    # postgres: how often each replica checks for a config version another one published; both types: how
+    # often the store's API keys and their usage are read again (docs/keys.md).
     sync_interval_s: float = Field(2.0, gt=0)
+    # module:function, a callable str -> str applied to prompts and answers before they are stored (with
+    # prompts: full), e.g. tierwise.redact:emails_and_numbers.
+    redact: str | None = None
+
+    @field_validator("redact")
+    @classmethod
+    def _redactor(cls, value: str | None) -> str | None:
+        if value is not None:
+            from tierwise.redact import load_redactor
+
+            load_redactor(value)  # a ValueError saying what is wrong with it
+        return value
 
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser() if self.path else default_store_path()

@@ -3,7 +3,8 @@
 TierwiseError
 ├── ConfigError            a config file or value is wrong; names the key path
 ├── RequestError           the client's request is malformed or unsupported; names the field (HTTP 400)
-│   └── UnknownModelError  ``model`` names no tier, route or configured model (HTTP 404)
+│   ├── UnknownModelError  ``model`` names no tier, route or configured model (HTTP 404)
+│   └── LimitExceeded      an API key's budget (BudgetExceeded) or rate limit (RateLimited) (HTTP 429)
 ├── UpstreamError          one call to an upstream model failed
 │   ├── UpstreamTimeout    no answer within the attempt's timeout
 │   └── UpstreamConnectionError  the connection failed or broke
@@ -54,6 +55,30 @@ class AuthenticationError(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="invalid_api_key")
+
+
+class LimitExceeded(RequestError):
+    """An API key's budget or rate limit refuses the request (HTTP 429); ``openai_type`` is the error type
+    OpenAI's API gives it, ``retry_after`` the seconds until it may be tried again (when known)."""
+
+    status = 429
+    openai_type = "insufficient_quota"
+
+    def __init__(self, message: str, *, code: str, retry_after: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(LimitExceeded):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="budget_exceeded")
+
+
+class RateLimited(LimitExceeded):
+    openai_type = "requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, code="rate_limit_exceeded", retry_after=retry_after)
 
 
 class UpstreamError(TierwiseError):

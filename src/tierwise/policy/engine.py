@@ -21,6 +21,7 @@ from tierwise.classify.rules import RulesClassifier
 from tierwise.config import CascadeConfig, RouterConfig
 from tierwise.errors import (
     AllAttemptsFailed,
+    BudgetExceeded,
     ConfigError,
     RequestError,
     UnknownModelError,
@@ -32,10 +33,11 @@ from tierwise.gates import Gate, build_gates
 from tierwise.messages import ChatRequest, ChatResponse, Usage
 from tierwise.policy.cascade import run_cascade
 from tierwise.policy.circuit import CIRCUIT_OPEN, GO, SKIP, TRIAL, Circuits
-from tierwise.policy.direct import PlannedModel, plan_from_tier
+from tierwise.policy.direct import PlannedModel, fits, plan_from_tier
 from tierwise.policy.streaming import OpenedStream, StreamingCompletion, open_stream
 from tierwise.pricing import Pricing
 from tierwise.providers.base import Provider, ProviderResult
+from tierwise.redact import load_redactor
 from tierwise.store import RecordSink
 from tierwise.store.records import Attempt, RecordStatus, RoutingRecord
 
@@ -58,6 +60,9 @@ class RequestContext:
     class_override: str | None = None
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
+    # Set (to why, e.g. "over_budget"): the cheapest tier serves the request whatever it asked for, and the
+    # reason ends with ";" and this.
+    route_down: str | None = None
 
 
 @dataclass(slots=True)
@@ -161,6 +166,13 @@ class Engine:
         self._sleep = sleep
         premium = config.tiers[config.premium_tier][0]
         self._baseline_model = premium
+        # store.redact: applied to the prompt and the answer before a record keeps them.
+        self._redact: Callable[[str], str] | None = None
+        if config.store.redact is not None:
+            try:
+                self._redact = load_redactor(config.store.redact)
+            except ValueError as exc:
+                raise ConfigError(f"store.redact: {exc}") from None
 
     def _llm_classifier(self) -> LLMClassifier | None:
         spec = self.config.routing.llm_classifier
@@ -208,6 +220,8 @@ class Engine:
     def route(self, request: ChatRequest, ctx: RequestContext, start: tuple[str, str] | None = None) -> Route:
         """Decide the tier and the plan; raises RequestError for requests no model can take. ``start`` (tier,
         reason) is the LLM classifier's choice, when one was made."""
+        if ctx.route_down is not None:
+            return self._routed_down(request, ctx)
         features = self.classifier.features(request, ctx.user_tier)
         requested, ceiling, via = self.resolve_model(request.model)
         retry = self.config.retry
@@ -253,6 +267,28 @@ class Engine:
         if moved_by is not None:
             reason += f";hard:{moved_by}"
         return Route(plan[0].tier, ctx.class_override or request_class, reason + via, features, plan)
+
+    def _routed_down(self, request: ChatRequest, ctx: RequestContext) -> Route:
+        """The route of a request ``ctx.route_down`` sends to the cheapest tier (a key over its budget): that
+        tier's models that can take it, whatever model, tier, rule or keyword would have picked otherwise."""
+        features = self.classifier.features(request, ctx.user_tier)
+        requested, _, via = self.resolve_model(request.model)
+        explicit = self.config.routing.allow_explicit_tier or bool(via)
+        config = self.config
+        named = requested.startswith("tierwise/") and requested.removeprefix("tierwise/") in config.tiers
+        if requested not in AUTO_MODELS and not (explicit and (named or requested in config.models)):
+            raise UnknownModelError(requested, self.model_names)
+        choice = self.classifier.classify(request, features)
+        tier = config.tier_names[0]
+        plan = [PlannedModel(tier, m) for m in config.tiers[tier] if fits(config, m, features) is None]
+        if not plan:
+            why = ", ".join(sorted({str(fits(config, m, features)) for m in config.tiers[tier]}))
+            raise BudgetExceeded(
+                f"only the {tier} tier may answer this API key's requests ({ctx.route_down}), and none of "
+                f"its models can take this one ({why})"
+            )
+        reason = f"{choice.reason}{via};{ctx.route_down}"
+        return Route(tier, ctx.class_override or choice.request_class, reason, features, plan)
 
     def resolve_model(self, model: str) -> tuple[str, str | None, str]:
         """What a requested model name stands for after ``routing.model_aliases``: the name to route it as,
@@ -324,7 +360,7 @@ class Engine:
     async def decide(self, request: ChatRequest, ctx: RequestContext) -> Route:
         """``route``, after asking the LLM classifier when one is configured and the request is routed. A
         failed classifier call falls back to the other classifiers; what it cost is routing tax either way."""
-        if self.llm is None or self.resolve_model(request.model)[0] not in AUTO_MODELS:
+        if self.llm is None or ctx.route_down or self.resolve_model(request.model)[0] not in AUTO_MODELS:
             return self.route(request, ctx)
         try:
             verdict = await self.llm.classify(request)
@@ -521,7 +557,30 @@ class Engine:
         conversation = orjson.dumps([{"role": m.role, "content": m.content} for m in request.messages])
         if mode == "hash":
             return "sha256:" + hashlib.sha256(conversation).hexdigest()
+        if self._redact is not None:
+            conversation = orjson.dumps(
+                [{"role": m.role, "content": self._redacted_content(m.content)} for m in request.messages]
+            )
         return conversation.decode()
+
+    def _redacted(self, text: str) -> str:
+        assert self._redact is not None
+        try:
+            return self._redact(text)
+        except Exception as exc:  # never keep what the hook was meant to mask
+            return f"[not stored: store.redact failed ({exc.__class__.__name__})]"
+
+    def _redacted_content(self, content: Any) -> Any:
+        if isinstance(content, str):
+            return self._redacted(content)
+        if isinstance(content, list):
+            return [
+                {**part, "text": self._redacted(part["text"])}
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+                else part
+                for part in content
+            ]
+        return content
 
     def baseline_cost(self, usage: Usage) -> float | None:
         """What the premium tier's first model would have charged for the same tokens."""
@@ -567,10 +626,13 @@ class Engine:
             stream=request.stream,
             prompt=self._prompt(request),
             response_id=ctx.request_id if response is not None else None,
-            response_text=response.content
-            if response is not None and self.config.store.prompts == "full"
-            else None,
+            response_text=self._response_text(response),
         )
+
+    def _response_text(self, response: ChatResponse | None) -> str | None:
+        if response is None or response.content is None or self.config.store.prompts != "full":
+            return None
+        return response.content if self._redact is None else self._redacted(response.content)
 
     def _submit(self, record: RoutingRecord) -> None:
         if self.sink is not None:

@@ -11,7 +11,8 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,18 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from tierwise.config import RouterConfig
-from tierwise.errors import AllAttemptsFailed, AuthenticationError, ConfigError, RequestError, UpstreamError
+from tierwise.errors import (
+    AllAttemptsFailed,
+    AuthenticationError,
+    ConfigError,
+    LimitExceeded,
+    RequestError,
+    UpstreamError,
+)
+from tierwise.keys import KeyRing
 from tierwise.messages import ChatRequest, Usage
 from tierwise.metrics import CONTENT_TYPE, Metrics, MetricsSink
 from tierwise.policy import engine as engine_mod
@@ -75,8 +85,11 @@ class Proxy:
         *,
         config_path: Path | None = None,
         sink: RecordSink | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
         self.store = store
+        # The API keys in the store, their budgets and rate limits (tierwise.keys); auth.keys are _keys.
+        self.keys = keys if keys is not None else KeyRing(store, interval_s=config.store.sync_interval_s)
         self.config_path = config_path
         # With a PostgreSQL store: the config versions this replica shares with the others.
         self.sync: config_sync.ConfigSync | None = None
@@ -142,17 +155,23 @@ class Proxy:
         bearer = headers.get("authorization", "")
         if bearer[:7].lower() == "bearer ":
             token = bearer[7:].strip()
-        key = None
+        key = stored = None
         if token:
             digest = hashlib.sha256(token.encode()).hexdigest()
             key = self._keys.get(digest)
+            stored = None if key is not None else self.keys.find(digest)
             if key is not None:
                 ctx.api_key_id, ctx.user_tier = key.id, key.user_tier
                 ctx.class_override = key.team
+            elif stored is not None:
+                ctx.api_key_id = stored.id
+                if stored.revoked_at is not None:
+                    raise AuthenticationError(f"the API key {stored.id!r} was revoked")
+                ctx.user_tier, ctx.class_override = stored.user_tier, stored.team
             else:
                 # An unknown key is still told apart in the records, never stored.
                 ctx.api_key_id = "sha256:" + digest[:12]
-        if auth.required and key is None:
+        if auth.required and key is None and stored is None:
             raise AuthenticationError("a valid API key is required (Authorization: Bearer ...)")
         if ctx.user_tier is None and auth.user_tier_header:
             ctx.user_tier = headers.get(auth.user_tier_header)
@@ -183,7 +202,11 @@ class Proxy:
             raise RequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
     async def decide(self, chat: ChatRequest, ctx: RequestContext) -> engine_mod.Route:
-        """The route that serves: the baseline model's in shadow mode, else the engine's decision."""
+        """The route that serves: the baseline model's in shadow mode, else the engine's decision. A store
+        key's budget and rate limit are checked first (LimitExceeded); past its budget it may go down."""
+        self.keys.admit(ctx, self.config.auth.over_budget)
+        if ctx.route_down is not None:
+            return await self.engine.decide(chat, ctx)
         return self.shadow.serve_route(chat, ctx) or await self.engine.decide(chat, ctx)
 
     # ---- endpoints ----
@@ -298,13 +321,13 @@ class Proxy:
 
     def _error(self, error: RequestError, ctx: RequestContext) -> Response:
         kind = "authentication_error" if isinstance(error, AuthenticationError) else "invalid_request_error"
+        headers = {"x-tierwise-request-id": ctx.request_id}
+        if isinstance(error, LimitExceeded):
+            kind = error.openai_type
+            if error.retry_after is not None:
+                headers["retry-after"] = str(error.retry_after)
         body = wire.error_object(error.message, type_=kind, param=error.param, code=error.code)
-        return Response(
-            orjson.dumps(body),
-            status_code=error.status,
-            media_type=_JSON,
-            headers={"x-tierwise-request-id": ctx.request_id},
-        )
+        return Response(orjson.dumps(body), status_code=error.status, media_type=_JSON, headers=headers)
 
     def _upstream_failed(self, exc: AllAttemptsFailed, ctx: RequestContext) -> Response:
         body = wire.error_object(str(exc), type_="upstream_error", code="all_attempts_failed")
@@ -378,23 +401,45 @@ class Proxy:
         return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
 
 
+class _App(Starlette):
+    """Starlette, with the request endpoints (POST chat completions and messages) dispatched straight from the
+    ASGI call: they carry nearly all the traffic, and skip the router's path matching and the middleware
+    stack (their handlers answer every failure themselves). Everything else goes through Starlette."""
+
+    def __init__(self, *, fast: dict[str, Callable[[Request], Awaitable[Response]]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast = fast
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._fast.get(scope["path"])
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     config: RouterConfig,
     *,
     store: BatchStore | None = None,
     engine: Engine | None = None,
     config_path: Path | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """The proxy as an ASGI app. Without ``store``, records go to the store the config names (SQLite or
     PostgreSQL). ``config_path`` is what a reload (SIGHUP or the admin endpoint) reads; None: the embedded
-    default. With a PostgreSQL store the replicas sharing it share config versions (tierwise.server.sync)."""
+    default. With a PostgreSQL store the replicas sharing it share config versions (tierwise.server.sync).
+    ``clock`` is the wall clock API key budgets and rate limits count by (tierwise.keys)."""
     if store is None:
         store = open_store(config.store)
     metrics = Metrics()
-    sink = MetricsSink(metrics, store)
+    keys = KeyRing(store, interval_s=config.store.sync_interval_s, clock=clock)
+    sink = keys.sink(MetricsSink(metrics, store))
     if engine is None:
         engine = Engine(config, build_providers(config), sink=sink)
-    proxy = Proxy(config, engine, store, config_path=config_path, sink=sink)
+    proxy = Proxy(config, engine, store, config_path=config_path, sink=sink, keys=keys)
     proxy.metrics = metrics
     if isinstance(store, PostgresStore):
         proxy.sync = config_sync.ConfigSync(proxy, store, config.store.sync_interval_s)
@@ -416,6 +461,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(store.start)
+        await proxy.keys.refresh()  # the store's API keys, before the first request
+        keys_task = asyncio.create_task(proxy.keys.run())
         syncing = None
         if proxy.sync is not None:
             await proxy.sync.startup()
@@ -431,6 +478,8 @@ def create_app(
         finally:
             if hooked:
                 loop.remove_signal_handler(signal.SIGHUP)
+            keys_task.cancel()
+            await asyncio.gather(keys_task, return_exceptions=True)
             if syncing is not None:
                 syncing.cancel()
                 await asyncio.gather(syncing, return_exceptions=True)
@@ -439,7 +488,12 @@ def create_app(
             if proxy.sync is not None:
                 proxy.sync.close()
 
-    app = Starlette(
+    app = _App(
+        fast={
+            "/v1/chat/completions": proxy.chat_completions,
+            "/chat/completions": proxy.chat_completions,
+            "/v1/messages": messages_api.create,
+        },
         routes=[
             Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
             Route("/chat/completions", proxy.chat_completions, methods=["POST"]),

@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from tierwise.errors import (
     AllAttemptsFailed,
     AuthenticationError,
+    LimitExceeded,
     RequestError,
     UnknownModelError,
     UpstreamError,
@@ -60,6 +61,8 @@ def _error_type(error: RequestError) -> str:
         return "authentication_error"
     if isinstance(error, UnknownModelError):
         return "not_found_error"
+    if isinstance(error, LimitExceeded):
+        return "rate_limit_error"
     if error.status == 413:
         return "request_too_large"
     return "invalid_request_error"
@@ -94,10 +97,18 @@ class MessagesAPI:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
 
-    def _error(self, type_: str, message: str, status: int, ctx: RequestContext, **extra: Any) -> Response:
+    def _error(
+        self,
+        type_: str,
+        message: str,
+        status: int,
+        ctx: RequestContext,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Response:
         body = wire.error_object(message, type_=type_)
         body["error"].update(extra)
-        headers = {"request-id": ctx.request_id, "x-tierwise-request-id": ctx.request_id}
+        headers = {**(headers or {}), "request-id": ctx.request_id, "x-tierwise-request-id": ctx.request_id}
         return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
     def _rejected(
@@ -106,7 +117,10 @@ class MessagesAPI:
         if exc.code == "request_too_large":
             exc = _TooLarge(exc.message, param=exc.param, code=exc.code)
         engine.record_rejected(ctx, exc, requested_model=model)
-        return self._error(_error_type(exc), exc.message, exc.status, ctx)
+        headers = None
+        if isinstance(exc, LimitExceeded) and exc.retry_after is not None:
+            headers = {"retry-after": str(exc.retry_after)}
+        return self._error(_error_type(exc), exc.message, exc.status, ctx, headers)
 
     def _upstream_failed(self, exc: AllAttemptsFailed, ctx: RequestContext) -> Response:
         """Every planned model failed. When every attempt was refused with one of the statuses Anthropic

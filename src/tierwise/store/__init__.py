@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from tierwise.store.base import BatchStore, StoreError
 from tierwise.store.postgres import PostgresStore
-from tierwise.store.records import Attempt, Change, Comparison, ConfigVersion, Feedback, RoutingRecord
+from tierwise.store.records import (
+    Attempt,
+    Change,
+    Comparison,
+    ConfigVersion,
+    Feedback,
+    KeyUsage,
+    RoutingRecord,
+    StoredKey,
+)
 from tierwise.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -21,11 +30,13 @@ __all__ = [
     "Comparison",
     "ConfigVersion",
     "Feedback",
+    "KeyUsage",
     "PostgresStore",
     "RecordSink",
     "RoutingRecord",
     "SQLiteStore",
     "StoreError",
+    "StoredKey",
     "is_dsn",
     "open_store",
 ]

@@ -24,29 +24,41 @@ from typing import Any, ClassVar
 import orjson
 
 from tierwise.errors import TierwiseError
-from tierwise.store.records import Attempt, Change, Comparison, Feedback, RoutingRecord
+from tierwise.store.records import Attempt, Change, Comparison, Feedback, KeyUsage, RoutingRecord, StoredKey
 
 
 class StoreError(TierwiseError):
     """The record store cannot be opened (a bad path, an unreachable database); the message says which."""
 
 
-Item = RoutingRecord | Feedback | Comparison
+Item = RoutingRecord | Feedback | Comparison | KeyUsage
 
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """One table the writer fills: its columns in row order, and the key a newer row replaces (or None)."""
+    """One table the writer fills: its columns in row order, and the key a newer row replaces (or None).
+    With ``add``, a row whose key exists adds those columns to the stored ones instead of replacing it."""
 
     name: str
     columns: tuple[str, ...]
     key: str | None
+    add: tuple[str, ...] = ()
 
 
 RECORDS = Table("records", tuple(f.name for f in fields(RoutingRecord)), "request_id")
 FEEDBACK = Table("feedback", tuple(f.name for f in fields(Feedback)), None)
 COMPARISONS = Table("comparisons", tuple(f.name for f in fields(Comparison)), "request_id")
 CHANGE_COLUMNS = ("ts", "source", "summary", "patch", "applied", "config_path", "detail")
+# Store keys' usage, one row per key, period (or minute) and replica: each replica adds to its own rows, and
+# reads the others' (tierwise.keys).
+KEY_USAGE = Table(
+    "key_usage", ("key_id", "period", "replica", "spent_usd", "requests"), "key_id, period, replica",
+    ("spent_usd", "requests"),
+)  # fmt: skip
+KEY_MINUTES = Table(
+    "key_minutes", ("key_id", "minute", "replica", "requests"), "key_id, minute, replica", ("requests",)
+)
+KEY_COLUMNS = tuple(f.name for f in fields(StoredKey))
 _JSON_COLUMNS = ("features", "decision", "attempts")
 _RECORD_JSON = tuple(i for i, name in enumerate(RECORDS.columns) if name in _JSON_COLUMNS)
 
@@ -99,17 +111,42 @@ def change_from_row(row: Mapping[str, Any]) -> Change:
     return Change(**data, detail=None if detail is None else orjson.loads(detail))
 
 
+def adding_insert(table: Table, mark: str) -> str:
+    """The INSERT for a table with ``add`` columns (the same SQL for SQLite and PostgreSQL)."""
+    marks = ", ".join([mark] * len(table.columns))
+    adds = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in table.add)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks}) "
+        f"ON CONFLICT ({table.key}) DO UPDATE SET {adds}"
+    )
+
+
 def group_rows(batch: Sequence[Item]) -> Groups:
     """A batch as rows per table, leaving out the tables it has nothing for."""
     records, feedback, pairs = [], [], []
+    usage: dict[tuple[str, str, str], list[Any]] = {}
+    minutes: dict[tuple[str, int, str], int] = {}
     for item in batch:
         if isinstance(item, RoutingRecord):
             records.append(record_row(item))
         elif isinstance(item, Feedback):
             feedback.append(plain_row(item, FEEDBACK))
+        elif isinstance(item, KeyUsage):
+            # Summed per row first: one statement per key and period, however many requests the batch has.
+            for period in item.periods:
+                row = usage.setdefault((item.key_id, period, item.replica), [0.0, 0])
+                row[0] += item.spent_usd
+                row[1] += item.requests
+            if item.minute is not None and item.requests:
+                at = (item.key_id, item.minute, item.replica)
+                minutes[at] = minutes.get(at, 0) + item.requests
         else:
             pairs.append(plain_row(item, COMPARISONS))
-    return [(t, rows) for t, rows in ((RECORDS, records), (FEEDBACK, feedback), (COMPARISONS, pairs)) if rows]
+    spent = [(*k, v[0], v[1]) for k, v in usage.items()]
+    counted = [(*k, n) for k, n in minutes.items()]
+    tables = ((RECORDS, records), (FEEDBACK, feedback), (COMPARISONS, pairs), (KEY_USAGE, spent),
+              (KEY_MINUTES, counted))  # fmt: skip
+    return [(t, rows) for t, rows in tables if rows]
 
 
 _STOP = object()
@@ -159,6 +196,10 @@ class BatchStore(ABC):
     @abstractmethod
     def add_change(self, change: Change) -> int:
         """Write one config change now (not through the writer thread); returns its id."""
+
+    def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        """Run one statement now (not through the writer thread); returns the number of rows it changed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot write outside its writer thread")
 
     # ---- writing ----
 
@@ -272,3 +313,62 @@ class BatchStore(ABC):
         """Config changes (``tierwise learn``), oldest first."""
         sql, args = self._since("SELECT * FROM changes", since, "ts, id")
         return [change_from_row(row) for row in self._fetch(sql, args)]
+
+    # ---- proxy API keys (tierwise.keys): written now, by the command line; usage through the writer ----
+
+    def add_key(self, key: StoredKey) -> None:
+        """Store a new key; raises StoreError when its id is taken (a revoked key keeps its id)."""
+        if self._fetch(f"SELECT id FROM api_keys WHERE id = {self.mark}", [key.id]):
+            raise StoreError(f"a key with id {key.id!r} exists already in {self.describe()}")
+        marks = ", ".join([self.mark] * len(KEY_COLUMNS))
+        sql = f"INSERT INTO api_keys ({', '.join(KEY_COLUMNS)}) VALUES ({marks})"
+        try:
+            self._execute(sql, [getattr(key, c) for c in KEY_COLUMNS])
+        except StoreError:
+            raise
+        except Exception as exc:  # another process took the id in between, or the database is away
+            raise StoreError(f"cannot store the key {key.id!r} in {self.describe()}: {exc}") from None
+
+    def stored_keys(self) -> list[StoredKey]:
+        """Every store key, revoked ones too, oldest first."""
+        rows = self._fetch("SELECT * FROM api_keys ORDER BY created_at, id", [])
+        return [StoredKey(**{c: row[c] for c in KEY_COLUMNS}) for row in rows]
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        """Revoke a key; False when there is no such key or it was revoked already."""
+        mark = self.mark
+        sql = f"UPDATE api_keys SET revoked_at = {mark} WHERE id = {mark} AND revoked_at IS NULL"
+        return self._execute(sql, [at, key_id]) > 0
+
+    def key_usage(
+        self, periods: Sequence[str], *, excluding: str | None = None
+    ) -> dict[tuple[str, str], tuple[float, int]]:
+        """Spent dollars and requests per (key id, period) in ``periods``, summed over the replicas (all
+        but ``excluding``)."""
+        if not periods:
+            return {}
+        sql = (
+            "SELECT key_id, period, sum(spent_usd) AS spent_usd, sum(requests) AS requests FROM key_usage "
+            f"WHERE period IN ({', '.join([self.mark] * len(periods))})"
+        )
+        args: list[Any] = list(periods)
+        if excluding is not None:
+            sql += f" AND replica <> {self.mark}"
+            args.append(excluding)
+        rows = self._fetch(sql + " GROUP BY key_id, period", args)
+        return {(r["key_id"], r["period"]): (float(r["spent_usd"]), int(r["requests"])) for r in rows}
+
+    def key_minutes(self, since: int, *, excluding: str | None = None) -> dict[tuple[str, int], int]:
+        """Requests per (key id, unix minute) from minute ``since`` on, summed over the replicas (all but
+        ``excluding``)."""
+        sql = f"SELECT key_id, minute, sum(requests) AS requests FROM key_minutes WHERE minute >= {self.mark}"
+        args: list[Any] = [since]
+        if excluding is not None:
+            sql += f" AND replica <> {self.mark}"
+            args.append(excluding)
+        rows = self._fetch(sql + " GROUP BY key_id, minute", args)
+        return {(r["key_id"], int(r["minute"])): int(r["requests"]) for r in rows}
+
+    def prune_key_minutes(self, before: int) -> int:
+        """Drop the per-minute counts older than minute ``before``; returns how many rows went."""
+        return self._execute(f"DELETE FROM key_minutes WHERE minute < {self.mark}", [before])

@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tierwise.store.base import CHANGE_COLUMNS, BatchStore, Groups, Row, StoreError, Table, change_row
+from tierwise.store.base import (
+    CHANGE_COLUMNS,
+    BatchStore,
+    Groups,
+    Row,
+    StoreError,
+    Table,
+    adding_insert,
+    change_row,
+)
 from tierwise.store.records import Change, ConfigVersion
 
 if TYPE_CHECKING:
@@ -94,6 +103,27 @@ def _config_versions(db: psycopg.Connection[Any]) -> None:
     db.execute(
         """CREATE TABLE config_artifacts (
             sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, data BYTEA NOT NULL)"""
+    )
+
+
+@migration
+def _api_keys(db: psycopg.Connection[Any]) -> None:
+    db.execute(
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, user_tier TEXT, team TEXT, budget_usd DOUBLE PRECISION,
+            budget_period TEXT, rpm INTEGER, over_budget TEXT, revoked_at DOUBLE PRECISION)"""
+    )
+    db.execute(
+        """CREATE TABLE key_usage (
+            key_id TEXT NOT NULL, period TEXT NOT NULL, replica TEXT NOT NULL,
+            spent_usd DOUBLE PRECISION NOT NULL, requests INTEGER NOT NULL,
+            PRIMARY KEY (key_id, period, replica))"""
+    )
+    db.execute(
+        """CREATE TABLE key_minutes (
+            key_id TEXT NOT NULL, minute BIGINT NOT NULL, replica TEXT NOT NULL, requests INTEGER NOT NULL,
+            PRIMARY KEY (key_id, minute, replica))"""
     )
 
 
@@ -178,6 +208,8 @@ def _no_nul(row: Row) -> Row:
 
 @functools.cache
 def _insert(table: Table) -> str:
+    if table.add:
+        return adding_insert(table, "%s")
     columns = ", ".join(table.columns)
     marks = ", ".join(["%s"] * len(table.columns))
     sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks})"
@@ -306,6 +338,10 @@ class PostgresStore(BatchStore):
 
         rows: list[dict[str, Any]] = self._run_read(run)
         return rows
+
+    def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        count: int = self._run_read(lambda db: db.execute(sql, _no_nul(tuple(args))).rowcount)
+        return count
 
     def add_change(self, change: Change) -> int:
         """Write one config change now (not through the writer thread); returns its id."""

@@ -146,3 +146,41 @@ class ConfigVersion:
     ts: float
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     id: int | None = None
+
+
+@dataclass(slots=True)
+class StoredKey:
+    """A proxy API key kept in the store (``tierwise keys create``): its SHA-256, never the secret.
+
+    ``budget_usd`` per ``budget_period`` (``day`` or ``month``, UTC) and ``rpm`` (requests per minute) are
+    the key's limits (None: none); ``over_budget`` what happens past the budget: ``refuse`` (HTTP 429),
+    ``route_down`` (served at the cheapest tier), or None (the config's ``auth.over_budget``).
+    """
+
+    id: str
+    key_sha256: str
+    prefix: str  # the secret's first characters, to tell keys apart in listings
+    created_at: float
+    user_tier: str | None = None
+    team: str | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+    rpm: int | None = None
+    over_budget: str | None = None
+    revoked_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    """What one replica adds to a store key's usage: to each of ``periods`` (``day:2025-01-31``,
+    ``month:2025-01``) the spent dollars and requests, and to ``minute`` (unix minute) the requests."""
+
+    key_id: str
+    replica: str
+    periods: tuple[str, ...]
+    spent_usd: float = 0.0
+    requests: int = 0
+    minute: int | None = None

@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tierwise.store.base import CHANGE_COLUMNS, BatchStore, Groups, StoreError, Table, change_row
+from tierwise.store.base import (
+    CHANGE_COLUMNS,
+    BatchStore,
+    Groups,
+    StoreError,
+    Table,
+    adding_insert,
+    change_row,
+)
 from tierwise.store.records import Change
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -76,6 +84,26 @@ def _changes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX changes_ts ON changes (ts)")
 
 
+@migration
+def _api_keys(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+            created_at REAL NOT NULL, user_tier TEXT, team TEXT, budget_usd REAL, budget_period TEXT,
+            rpm INTEGER, over_budget TEXT, revoked_at REAL)"""
+    )
+    db.execute(
+        """CREATE TABLE key_usage (
+            key_id TEXT NOT NULL, period TEXT NOT NULL, replica TEXT NOT NULL,
+            spent_usd REAL NOT NULL, requests INTEGER NOT NULL, PRIMARY KEY (key_id, period, replica))"""
+    )
+    db.execute(
+        """CREATE TABLE key_minutes (
+            key_id TEXT NOT NULL, minute INTEGER NOT NULL, replica TEXT NOT NULL,
+            requests INTEGER NOT NULL, PRIMARY KEY (key_id, minute, replica))"""
+    )
+
+
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -92,6 +120,8 @@ def connect(path: Path) -> sqlite3.Connection:
 
 @functools.cache
 def _insert(table: Table) -> str:
+    if table.add:
+        return adding_insert(table, "?")
     verb = "INSERT" if table.key is None else "INSERT OR REPLACE"
     marks = ", ".join("?" * len(table.columns))
     return f"{verb} INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})"
@@ -141,6 +171,14 @@ class SQLiteStore(BatchStore):
         db.row_factory = sqlite3.Row
         try:
             return [dict(row) for row in db.execute(sql, args)]
+        finally:
+            db.close()
+
+    def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = connect(self.path)
+        try:
+            return db.execute(sql, args).rowcount
         finally:
             db.close()
 
