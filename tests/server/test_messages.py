@@ -623,3 +623,11 @@ def test_thinking_is_left_out_where_the_model_cannot_take_it(
     body = openai_upstream.requests[-1].body
     assert "thinking" not in body and "top_k" not in body
     assert body["messages"][1] == {"role": "assistant", "content": "Hello!"}
+
+
+def test_the_anthropic_sdk_lists_the_models(proxy: Any) -> None:
+    listed = list(claude(proxy).models.list())
+    assert [m.id for m in listed][:1] == ["tierwise/auto"] and {"tierwise/premium", "premium-a"} <= {
+        m.id for m in listed
+    }
+    assert all(m.type == "model" for m in listed)

@@ -371,11 +371,18 @@ class Proxy:
         return Response(orjson.dumps(summary), media_type=_JSON)
 
     async def models(self, request: Request) -> Response:
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "tierwise"}
-            for name in self.engine.model_names
-        ]
-        return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+        """``GET /v1/models``: what clients may put in ``model``, in OpenAI's list shape, or in Anthropic's
+        when the client speaks the Messages API (it sends ``anthropic-version``, as Anthropic's SDKs do)."""
+        names = self.engine.model_names
+        if "anthropic-version" in request.headers:
+            data = [
+                {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+                for name in names
+            ]
+            body = {"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]}
+            return Response(orjson.dumps(body), media_type=_JSON)
+        listed = [{"id": name, "object": "model", "created": 0, "owned_by": "tierwise"} for name in names]
+        return Response(orjson.dumps({"object": "list", "data": listed}), media_type=_JSON)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         """Prometheus exposition of the per-class counters (tierwise.metrics)."""
