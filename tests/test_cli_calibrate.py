@@ -108,3 +108,50 @@ def test_bad_policy_options(tmp_path: Path) -> None:
         "calibrate", "--data", data, "--tiers", TIERS, "--policy", "auto", "--max-cost-share", "0.4"
     )
     assert cost.returncode != 0 and "give --target-quality" in flat(cost.stderr + cost.stdout)
+
+
+def test_a_target_no_point_reaches_is_an_error_not_a_threshold_of_one(tmp_path: Path) -> None:
+    data = records(60, 9)
+    table = OutcomeTable.from_records(data, MODELS)
+    with pytest.raises(ValueError, match=r"no cascade operating point reaches 150\.0%"):
+        calibrate_policy(data, table, "cascade", 1.5, folds=3)
+    config = tmp_path / "router.yaml"
+    config.write_text("# kept\nrouting:\n  policy: direct\n")
+    before = config.read_text()
+    path = jsonl(tmp_path / "set.jsonl", data)
+    unreachable = tierwise(
+        "calibrate", "--data", path, "--tiers", TIERS, "--policy", "auto", "--target-quality", "1.5",
+        "--folds", "3", "--config", config, "--write", "--gate", tmp_path / "gate.joblib",
+    )  # fmt: skip
+    said = flat(unreachable.stderr + unreachable.stdout)
+    assert unreachable.returncode == 2 and "no auto operating point reaches" in said
+    assert "Traceback" not in said and config.read_text() == before
+
+
+def test_gate_needs_write(tmp_path: Path) -> None:
+    data = jsonl(tmp_path / "set.jsonl", records(20, 8))
+    gate = tierwise(
+        "calibrate", "--data", data, "--tiers", TIERS, "--policy", "cascade", "--target-quality", "0.9",
+        "--gate", tmp_path / "gate.joblib",
+    )  # fmt: skip
+    assert gate.returncode == 2 and "it needs --write and --config" in flat(gate.stderr + gate.stdout)
+
+
+def test_config_writes_are_atomic_and_keep_the_file_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from tierwise.classify.calibrate import write_threshold
+    from tierwise.config import write_config_text
+
+    config = tmp_path / "router.yaml"
+    config.write_text("# a comment\nrouting:\n  classifier:\n    type: keyword\n")
+    os.chmod(config, 0o640)
+    inode = config.stat().st_ino
+    write_threshold(config, 0.31234)
+    assert "# a comment" in config.read_text() and "threshold: 0.3123" in config.read_text()
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    assert config.stat().st_ino != inode  # replaced by a rename, not rewritten in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["router.yaml"]  # no temporary file left
+    write_config_text(config, "x: ü\n")
+    assert config.read_text("utf-8") == "x: ü\n"

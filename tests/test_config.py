@@ -346,3 +346,24 @@ def test_example_without_its_keys_says_which_is_missing(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError) as caught:
         load_config(EXAMPLE)
     assert "api_key: environment variable OPENAI_API_KEY is not set" in str(caught.value)
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    from tierwise.config import load_config
+
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# caf\xe9\nserver:\n  port: 8080\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path}: not UTF-8 text (byte 0xe9 at offset 5): save the config as UTF-8")
+
+
+def test_tier_names_is_computed_once_per_tiers() -> None:
+    from tierwise.config import load_config
+
+    cfg = load_config(None)
+    names = cfg.tier_names
+    assert names is cfg.tier_names and names == list(cfg.tiers)
+    assert cfg == load_config(None)  # the cache is not a field: equality and dumps are unchanged
+    other = cfg.model_copy(update={"tiers": {"solo": cfg.tiers[names[0]]}})
+    assert other.tier_names == ["solo"] and cfg.tier_names == names

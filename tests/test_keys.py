@@ -172,6 +172,16 @@ def test_redaction_masks_emails_cards_and_phone_numbers() -> None:
         "order 12345 of 2024-01-31 cost 1234.50 at v1.2.3, pi is 3.14159265": (
             "order 12345 of 2024-01-31 cost 1234.50 at v1.2.3, pi is 3.14159265"
         ),
+        "phones 555-123-4567, +44 20 7946 0958, +15551234567, (555) 123 4567": (
+            "phones [phone], [phone], [phone], [phone]"
+        ),
+        "4111111111111111 and 4111-1111-1111-1111": "[card] and [card]",
+        # What stays: versions, IP addresses, a unix timestamp, bare order numbers and ids, year ranges, and a
+        # card-like run that fails the Luhn check.
+        "build 10.0.19045.2965 on 192.168.100.200 at 1700000000, order 1234567, id 12345678901234": (
+            "build 10.0.19045.2965 on 192.168.100.200 at 1700000000, order 1234567, id 12345678901234"
+        ),
+        "from 1999-2005, card 4111 1111 1111 1112": "from 1999-2005, card 4111 1111 1111 1112",
     }
     for text, masked in cases.items():
         assert emails_and_numbers(text) == masked

@@ -275,3 +275,62 @@ def test_a_class_tier_needs_policy_direct() -> None:
     base["routing"]["cascade"]["classes"] = {"faq": {"policy": "direct", "tier": "gold"}}
     with pytest.raises(ConfigError, match=r"routing.cascade.classes.faq.tier: unknown tier 'gold'"):
         parse_config(base, "t")
+
+
+def pairs(klass: str, n: int, score: float, router_tier: str = "cheap") -> list[Comparison]:
+    return [
+        Comparison(
+            request_id=f"{klass}-{i}",
+            ts=time.time() - 60,
+            mode="baseline_sample",
+            request_class=klass,
+            router_tier=router_tier,
+            router_model=f"{router_tier}-a",
+            baseline_model="premium-a",
+            judge="judge:j",
+            score=score,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("klass", "routing", "configured"),
+    [
+        ("faq", {"cascade": {"classes": {"faq": {"policy": "direct", "tier": "premium"}}}}, "premium"),
+        ("chat", {"cascade": {"classes": {"chat": {"policy": "direct"}}}, "task_tiers": {"chat": "premium"}},
+         "premium"),
+        ("chat", {"policy": "direct", "task_tiers": {"chat": "mid"}}, "mid"),
+        ("chat", {"cascade": {"start": "classifier"}, "task_tiers": {"chat": "premium"}}, "premium"),
+    ],
+)  # fmt: skip
+def test_a_proposal_never_moves_a_class_below_its_configured_tier(
+    klass: str, routing: dict[str, Any], configured: str
+) -> None:
+    """Shadow pairs lost at cheap would move the class up to mid; where the config already sends it at mid
+    or higher (a direct class's tier, its task type's tier), learn leaves it."""
+    from tierwise.config import parse_config
+    from tierwise.learn import analyse
+
+    base = yaml.safe_load(CONFIG.format(url="http://127.0.0.1:9/v1", admin=ADMIN, port=9))
+    plain = parse_config(base, "t")
+    base["routing"] = {**base["routing"], **routing}
+    learned = analyse(parse_config(base, "t"), [], comparisons=pairs(klass, 30, 0.0))
+    assert learned.proposals == []
+    assert any(f"already sends it at {configured}" in n or f"already starts it at {configured}" in n
+               for n in learned.notes), learned.notes  # fmt: skip
+    # Without that configured tier, the same pairs do propose mid.
+    moved = analyse(plain, [], comparisons=pairs(klass, 30, 0.0)).proposals
+    assert [p.numbers["to_tier"] for p in moved] == ["mid"]
+
+
+def test_never_escalates_does_not_go_direct_below_the_configured_start() -> None:
+    from tierwise.config import parse_config
+    from tierwise.learn import analyse
+
+    base = yaml.safe_load(CONFIG.format(url="http://127.0.0.1:9/v1", admin=ADMIN, port=9))
+    base["routing"]["cascade"]["classes"] = {"faq": {"start": "mid"}}
+    records = [record(i, "faq", ["cheap(pass)"]) for i in range(30)]  # records from before start: mid
+    learned = analyse(parse_config(base, "t"), records)
+    assert learned.proposals == []
+    assert any("already starts it at mid, above cheap" in n for n in learned.notes), learned.notes

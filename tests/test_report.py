@@ -190,7 +190,8 @@ def test_shadow_preference_accuracy_and_readiness() -> None:
     half = 1.96 * (sum((s - mean) ** 2 for s in scores) / 39) ** 0.5 / 40**0.5
     assert chat["preference"] == pytest.approx(0.625)
     assert chat["preference_ci95"] == pytest.approx([mean - half, mean + half])
-    assert chat["routing_accuracy"] == pytest.approx(30 / 40)  # wins and ties held up
+    assert chat["downgrades"] == 40 and chat["compared"] == 40
+    assert chat["downgrades_held"] == pytest.approx(30 / 40)  # wins and ties held up
     assert chat["router_cost_usd"] == pytest.approx(42 * 0.001)
     assert chat["baseline_cost_usd"] == pytest.approx(42 * 0.01)
     assert chat["judge_cost_usd"] == pytest.approx(42 * 0.0005)
@@ -200,11 +201,44 @@ def test_shadow_preference_accuracy_and_readiness() -> None:
     json_shadow = summary["json"]["shadow"]
     assert json_shadow["preference"] == 1.0 and json_shadow["ready"] is None  # fewer than READY_MIN_PAIRS
     assert 5 < READY_MIN_PAIRS <= 30
-    # Same-model pairs say nothing about routing: they count for the preference, not for the accuracy.
+    # Same-model pairs say nothing about routing: they count for the preference, not for the downgrades.
     same = summarize([], comparisons=[pair("x", "code", 0.5, judge="same_model")])["code"]["shadow"]
-    assert same["preference"] == 0.5 and same["routing_accuracy"] is None
+    assert same["preference"] == 0.5 and same["downgrades_held"] is None
     assert summary["overall"]["shadow"]["pairs"] == 42 + 30 + 5
     assert summarize(RECORDS)["json"]["shadow"]["preference"] is None
+
+
+def test_readiness_needs_real_comparisons_and_downgrades_are_cheaper_choices() -> None:
+    # 40 same-model pairs (0.5 each) and 10 real ones: the preference is over all 50, but readiness needs
+    # READY_MIN_PAIRS pairs where the models differed.
+    same = [
+        Comparison(
+            f"m{i}",
+            time.time(),
+            "baseline_sample",
+            "chat",
+            "premium",
+            "premium-m",
+            "premium-m",
+            0.01,
+            0.0,
+            judge="same_model",
+            score=0.5,
+        )
+        for i in range(40)
+    ]
+    real = [pair(f"r{i}", "chat", 1.0) for i in range(10)]
+    shadow = summarize([], comparisons=[*same, *real])["chat"]["shadow"]
+    assert shadow["judged"] == 50 and shadow["compared"] == 10
+    assert shadow["preference"] == pytest.approx((40 * 0.5 + 10) / 50)
+    assert shadow["ready"] is None
+    more = [pair(f"q{i}", "chat", 0.5) for i in range(READY_MIN_PAIRS - 10)]
+    assert summarize([], comparisons=[*same, *real, *more])["chat"]["shadow"]["ready"] is True
+    # A router model dearer than the baseline's is not a downgrade: it is left out of downgrades_held.
+    dearer = Comparison("d", time.time(), "shadow", "chat", "premium", "big-m", "premium-m", 0.05, 0.01,
+                        judge="judge:premium-m", score=0.0)  # fmt: skip
+    shadow = summarize([], comparisons=[*real, dearer])["chat"]["shadow"]
+    assert shadow["downgrades"] == 10 and shadow["downgrades_held"] == 1.0 and shadow["losses"] == 1
 
 
 def test_warnings_quality_below_baseline_and_slow_p95() -> None:
@@ -282,7 +316,7 @@ def test_report_command_shows_quality_shadow_and_latency(tmp_path: Path) -> None
     out = tmp_path / "report.json"
     done = run_report("--db", str(db), "--json", str(out))
     assert done.returncode == 0, done.stderr
-    for column in ("fallbacks", "quality", "shadow", "p95 ms"):
+    for column in ("upstream fallbacks", "quality", "shadow", "p95 ms"):
         assert column in done.stdout
     assert "0.75 (n=1)" in done.stdout  # json's quality
     # json's shadow block: 20 wins, 10 ties; the preference with its 95% interval
@@ -328,7 +362,7 @@ def test_report_html(tmp_path: Path) -> None:
     assert "<script>" not in escaped.read_text() and "&lt;script&gt;" in escaped.read_text()
 
 
-def test_routing_accuracy_from_feedback() -> None:
+def test_downgrades_held_from_feedback() -> None:
     import dataclasses
 
     from tierwise.store.records import Feedback
@@ -340,5 +374,5 @@ def test_routing_accuracy_from_feedback() -> None:
     scores = [Feedback("g", 1.0, 0.9), Feedback("b", 1.0, 0.2), Feedback("p", 1.0, 0.1)]
     summary = summarize([cheap_good, cheap_bad, premium, unscored], scores, premium_tier="premium")
     # Premium's own answers say nothing about a cheaper choice; unscored ones neither.
-    assert summary["chat"]["routing_accuracy_feedback"] == {"n": 2, "share": 0.5}
-    assert summarize([cheap_good], scores)["chat"]["routing_accuracy_feedback"] is None
+    assert summary["chat"]["downgrades_held_feedback"] == {"n": 2, "share": 0.5}
+    assert summarize([cheap_good], scores)["chat"]["downgrades_held_feedback"] is None

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tierwise._version import __version__
-from tierwise.config import RouterConfig, load_config
+from tierwise.config import RouterConfig, load_config, write_config_text
 from tierwise.errors import ConfigError
 
 app = typer.Typer(
@@ -45,7 +45,9 @@ def _load(path: Path | None) -> RouterConfig:
 DbOption = Annotated[
     str | None,
     typer.Option(
-        "--db", help="The records: a SQLite file or a postgresql:// URL (default: the config's store)."
+        "--db",
+        help="The records: a SQLite file, a postgresql:// URL or a key=value DSN (host=... dbname=...); "
+        "default: the config's store.",
     ),
 ]
 
@@ -58,11 +60,9 @@ def _open_records(cfg: RouterConfig | None, db: str | None) -> tuple[Any, str]:
     try:
         store = open_store(cfg.store if cfg is not None else StoreConfig(), db)
         where = store.describe()
-        if isinstance(store, SQLiteStore):
-            if not store.path.is_file():
-                _fail(f"no records at {where}: serve some requests first, or name the file with --db")
-        else:
-            store.check()
+        if isinstance(store, SQLiteStore) and not store.path.is_file():
+            _fail(f"no records at {where}: serve some requests first, or name the file with --db")
+        store.check()  # a file that is not a SQLite database, a newer schema, an unreachable server
     except StoreError as exc:
         _fail(f"[red]store error[/red] {exc}")
     return store, where
@@ -455,6 +455,12 @@ def calibrate(
         _fail(f"--policy {policy} calibrates for a quality target: give --target-quality")
     if write and config is None:
         _fail("--write needs --config: the router config to write the threshold into")
+    if gate is not None and not write:
+        _fail(
+            "--gate names the learned gate artifact to write into the config: it needs --write and --config"
+        )
+    if gate is not None and policy == "direct":
+        _fail("--gate is for --policy cascade or auto: the direct policy has no gate")
     models = _tier_list(tiers) if tiers else None
     if models is None and config is not None:
         cfg = _load(config)
@@ -572,7 +578,7 @@ def report(
     )
     summary = stats["classes"]
     table = Table(title=f"{path}: the last {since}")
-    for column in ("class", "requests", "errors", "fallbacks", "cost $", "premium-only $", "saving",
+    for column in ("class", "requests", "errors", "upstream fallbacks", "cost $", "premium-only $", "saving",
                    "escalated", "health", "quality", "shadow", "p50 ms", "p95 ms"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("class", "health", "shadow") else "right")
 
@@ -593,7 +599,8 @@ def report(
     for name, row in summary.items():
         quality = row["quality"]
         table.add_row(
-            name, str(row["requests"]), str(row["errors"]), str(row["fallbacks"]), f"{row['cost_usd']:.4f}",
+            name, str(row["requests"]), str(row["errors"]), str(row["upstream_fallbacks"]),
+            f"{row['cost_usd']:.4f}",
             f"{row['baseline_cost_usd']:.4f}", pct(row["saving"]), pct(row["escalation_rate"]),
             row["health"].split(":")[0],
             f"{quality['mean']:.2f} (n={quality['n']})" if quality["n"] else "",
@@ -697,7 +704,10 @@ def learn(
         if not apply:
             out.print("nothing changed: review the diff, then run again with --apply", highlight=False)
         return
-    config.write_text(new, "utf-8")
+    try:
+        write_config_text(config, new)
+    except ConfigError as exc:
+        _fail(f"[red]error[/red] {exc}")
     out.print(f"wrote {config}", highlight=False)
     shared = None
     if isinstance(store, PostgresStore):  # the replicas sharing the database follow it

@@ -533,7 +533,15 @@ class RouterConfig(_Strict):
 
     @property
     def tier_names(self) -> list[str]:
-        return list(self.tiers)
+        """The tiers, cheapest first; the same list every time (do not change it). Computed once per tiers
+        mapping, since it is read several times a request: kept in the instance's ``__dict__`` as
+        ``cached_property`` does (pydantic compares and dumps only the fields), with the mapping it was
+        made from, so a ``model_copy`` with other tiers does not see a stale list."""
+        cached = self.__dict__.get("_tier_names_cache")
+        if cached is None or cached[0] is not self.tiers:
+            cached = (self.tiers, list(self.tiers))
+            self.__dict__["_tier_names_cache"] = cached
+        return cached[1]
 
     @property
     def premium_tier(self) -> str:
@@ -670,9 +678,41 @@ def read_config_text(path: str | Path | None = None) -> tuple[str, str]:
         return text, "<embedded default config>"
     p = Path(path)
     try:
-        return p.read_text("utf-8"), str(p)
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8"), str(p)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+            "save the config as UTF-8"
+        ) from None
+
+
+def write_config_text(path: str | Path, text: str) -> None:
+    """Replace a config file's text atomically: a temporary file beside it, flushed to disk, then renamed
+    over it, so a reader (the proxy's reload, a replica) sees the old file or the new one, never half of
+    one. The file keeps its permissions. Raises ConfigError saying why it could not be written."""
+    import tempfile
+
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode & 0o7777 if p.exists() else None
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot write the config file ({exc.strerror or exc})") from None
 
 
 def load_config(path: str | Path | None = None) -> RouterConfig:

@@ -8,9 +8,10 @@ premium's, 0.5 as good, 0 worse) becomes its score::
 
     score = min(1, 2 * p)        premium's own score is 1
 
-so an answer as good as premium's (or better) scores 1, one that always loses scores 0, and a split verdict
-(p = 0.25) scores 0.5. ``ideal_tier`` is the cheapest tier scoring 1 (as good as premium), as the eval set's
-definition of an ideal tier has it; ``ideal_output`` is that tier's answer.
+so an answer as good as premium's (or better) scores 1, one that always loses scores 0, and one that loses one
+of the two swapped calls and ties the other (p = 0.25) scores 0.5. (Calls that disagree outright, a win and
+a loss, average to p = 0.5, as a tie does.) ``ideal_tier`` is the cheapest tier scoring 1 (as good as
+premium), as the eval set's definition of an ideal tier has it; ``ideal_output`` is that tier's answer.
 
 Nothing is written to the proxy's store for these calls: the engine here has no record sink.
 """

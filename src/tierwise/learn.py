@@ -100,6 +100,26 @@ def _above(tier: str | None, tiers: list[str]) -> str | None:
     return tiers[tiers.index(tier) + 1]
 
 
+def _configured(config: RouterConfig, name: str) -> str | None:
+    """The tier the config now sends (or starts) class ``name`` at, where it names one: a direct class's
+    ``tier:`` (else its task type's tier), a cascaded class's ``start:`` (its task type's tier with
+    ``classifier``), ``routing.task_tiers`` under ``routing.policy: direct``. None where it depends on the
+    request (``cheapest`` names no tier above the first; ``auto`` learns it)."""
+    routing = config.routing
+    task_tier = {str(task): tier for task, tier in routing.task_tiers.items()}.get(name)
+    if routing.policy == "direct":
+        return task_tier
+    if routing.policy == "auto":
+        return None
+    override = routing.cascade.classes.get(name)
+    if override is not None and override.policy == "direct":
+        return override.tier or task_tier
+    start = override.start if override is not None and override.start else routing.cascade.start
+    if start == "classifier":
+        return task_tier
+    return None if start == "cheapest" else start
+
+
 def _ci(interval: list[float] | None) -> str:
     return "" if not interval else f" (95% CI {interval[0]:.2f}-{interval[1]:.2f})"
 
@@ -184,11 +204,13 @@ def analyse(
                     f"{name}: {'; '.join(reasons)}, but it already starts at the top tier: no change"
                 )
                 continue
-            configured = override.start if override is not None and not is_direct else None
+            # Never a move down: the config may already send it higher than these records show.
+            configured = _configured(config, name)
             if configured in tiers and tiers.index(str(configured)) >= tiers.index(higher):
                 notes.append(
-                    f"{name}: {'; '.join(reasons)}, but the config already starts it at {configured} (these "
-                    "records predate that): no change"
+                    f"{name}: {'; '.join(reasons)}, but the config already "
+                    f"{'sends' if is_direct else 'starts'} it at {configured} (these records predate that): "
+                    "no change"
                 )
                 continue
             base = ("routing", "cascade", "classes", name)
@@ -231,6 +253,13 @@ def analyse(
         tier = _most(passed.get(name, Counter()), tiers)
         if tier is None or tier == tiers[-1]:
             notes.append(f"{name}: never escalates, but it is answered at the top tier already: no change")
+            continue
+        configured = _configured(config, name)
+        if configured in tiers and tiers.index(str(configured)) > tiers.index(tier):
+            notes.append(
+                f"{name}: never escalates, but the config already starts it at {configured}, above {tier} "
+                "(these records predate that): no change"
+            )
             continue
         if quality["ci95"] is not None and quality["ci95"][1] < 0.5:
             notes.append(

@@ -184,7 +184,11 @@ class StreamAccumulator:
     def add(self, delta: StreamDelta) -> None:
         if delta.content:
             self.parts.append(delta.content)
-        if delta.thinking is not None or delta.thinking_signature is not None or delta.redacted_thinking:
+        if (
+            delta.thinking is not None
+            or delta.thinking_signature is not None
+            or delta.redacted_thinking is not None
+        ):
             add_thinking(self.thinking, delta)
         for piece in delta.tool_calls:
             call = self.calls.get(piece.index)

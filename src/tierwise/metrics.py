@@ -1,7 +1,8 @@
 """Prometheus metrics, per request class: what the proxy serves at ``GET /metrics``.
 
 Counters are updated as each record is written (they are the records, counted), so every figure of
-`tierwise report` has a live counterpart: escalation rate is ``tierwise_escalations_total /
+`tierwise report` has a live counterpart (feedback aside: every POST counts here, the latest score per request
+and source there): escalation rate is ``tierwise_escalations_total /
 tierwise_cascaded_total``, the saving ``1 - tierwise_cost_usd_total / tierwise_baseline_cost_usd_total``.
 """
 
@@ -41,7 +42,10 @@ class Metrics:
             "tierwise_cost_usd", "What requests cost, all attempts and routing tax.", by_class, registry=reg
         )
         self.baseline = Counter(
-            "tierwise_baseline_cost_usd", "What premium-only would have cost.", by_class, registry=reg
+            "tierwise_baseline_cost_usd",
+            "What premium-only would have cost the served requests.",
+            by_class,
+            registry=reg,
         )
         self.routing = Counter(
             "tierwise_routing_cost_usd", "Routing tax: classifier and paid gates.", by_class, registry=reg
@@ -64,8 +68,8 @@ class Metrics:
             [*by_class, "gate", "verdict"],
             registry=reg,
         )
-        self.fallbacks = Counter(
-            "tierwise_fallbacks",
+        self.upstream_fallbacks = Counter(
+            "tierwise_upstream_fallbacks",
             "Requests served after an upstream attempt failed (a retry, another model or tier took over).",
             by_class,
             registry=reg,
@@ -89,7 +93,9 @@ class Metrics:
         self.requests.labels(klass, record.tier or "", record.status).inc()
         self.cost.labels(klass).inc(record.cost_usd)
         self.routing.labels(klass).inc(record.routing_cost_usd)
-        if record.baseline_cost_usd:
+        # Cost counts everything spent, errors included; the premium-only baseline the served requests only
+        # (as in `tierwise report`).
+        if record.status == "ok" and record.baseline_cost_usd:
             self.baseline.labels(klass).inc(record.baseline_cost_usd)
         for attempt in record.attempts:
             for verdict in attempt.gates or ():
@@ -97,7 +103,7 @@ class Metrics:
                     klass, str(verdict.get("gate")), "pass" if verdict.get("passed") else "fail"
                 ).inc()
         if record.status == "ok" and any(a.status != "ok" for a in record.attempts):
-            self.fallbacks.labels(klass).inc()
+            self.upstream_fallbacks.labels(klass).inc()
         went_up = escalated(record)
         if went_up is not None:
             self.cascaded.labels(klass).inc()

@@ -2,10 +2,11 @@
 show.
 
 From the records: cost against the premium-only baseline, escalation rate with the brief's health bands,
-gate verdicts, errors and fallbacks, latency percentiles and the routing tax. From feedback scores
+gate verdicts, errors and upstream fallbacks, latency percentiles and the routing tax. From feedback scores
 (``POST /v1/tierwise/feedback``): quality by class, and the quality of escalated answers with and without the
 junior's hint. From shadow comparisons (router against the baseline model, pairwise-judged): the router's
-preference score with a 95% interval, routing accuracy, and whether the class is ready to take the traffic.
+preference score with a 95% interval, how often its downgrades held up, and whether the class is ready to take
+the traffic.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from tierwise.store.records import Comparison, Feedback, RoutingRecord
 
 # The brief's bands for a class's escalation rate.
 GOOD, HIGH = 0.20, 0.60
-# Shadow readiness: enough judged pairs, and the router's preference score's 95% lower bound no further
-# below parity (0.5) than the margin.
+# Shadow readiness: enough judged pairs where the two sides used different models, and the router's
+# preference score's 95% lower bound (over all judged pairs) no further below parity (0.5) than the margin.
 READY_MIN_PAIRS = 30
 READY_MARGIN = 0.05
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -124,30 +125,38 @@ def _hints(records: Sequence[RoutingRecord], feedback: dict[str, list[float]]) -
     }
 
 
+def _differed(pair: Comparison) -> bool:
+    """Whether the router and the baseline answered with different models (a real comparison)."""
+    return pair.judge != "same_model" and pair.router_model != pair.baseline_model
+
+
 def _shadow(pairs: Sequence[Comparison]) -> dict[str, Any]:
     judged = [c for c in pairs if c.score is not None]
     scores = [float(c.score) for c in judged if c.score is not None]
     interval = mean_interval(scores)
+    # Readiness needs real comparisons: pairs where both sides used the same model tie by construction.
+    compared = sum(1 for c in judged if _differed(c))
     ready: bool | None = None
-    if interval is not None and len(scores) >= READY_MIN_PAIRS:
+    if interval is not None and compared >= READY_MIN_PAIRS:
         ready = interval[1] >= 0.5 - READY_MARGIN
+    # Of the judged pairs where the router's answer cost less than the baseline's, how often it held up.
+    cheaper = [
+        float(c.score)
+        for c in judged
+        if c.score is not None and _differed(c) and c.router_cost_usd < c.baseline_cost_usd
+    ]
     return {
         "pairs": len(pairs),
         "judged": len(judged),
+        "compared": compared,
         "failed": len(pairs) - len(judged),
         "wins": sum(1 for s in scores if s > 0.5),
         "ties": sum(1 for s in scores if s == 0.5),
         "losses": sum(1 for s in scores if s < 0.5),
         "preference": None if interval is None else interval[0],
         "preference_ci95": None if interval is None else [interval[1], interval[2]],
-        # Where the router chose a cheaper model than the baseline, how often that choice held up.
-        "routing_accuracy": (
-            statistics.fmean(1.0 if s >= 0.5 else 0.0 for s in cheaper)
-            if (
-                cheaper := [float(c.score) for c in judged if c.judge != "same_model" and c.score is not None]
-            )
-            else None
-        ),
+        "downgrades": len(cheaper),
+        "downgrades_held": statistics.fmean(1.0 if s >= 0.5 else 0.0 for s in cheaper) if cheaper else None,
         "router_cost_usd": sum(c.router_cost_usd for c in pairs),
         "baseline_cost_usd": sum(c.baseline_cost_usd for c in pairs),
         "judge_cost_usd": sum(c.judge_cost_usd for c in pairs),
@@ -155,11 +164,12 @@ def _shadow(pairs: Sequence[Comparison]) -> dict[str, Any]:
     }
 
 
-def _feedback_accuracy(
+def _feedback_downgrades(
     served: Sequence[RoutingRecord], feedback: dict[str, list[float]], premium_tier: str | None
 ) -> dict[str, Any] | None:
-    """Routing accuracy where users said so: of the scored answers a tier below premium gave, the share
-    scored at least 0.5 (the cheaper choice held up)."""
+    """Downgrades that held up where users said so: of the scored answers a tier below premium gave, the
+    share scored at least 0.5 (the mean of its scores). Not the design's routing accuracy (share of prompts
+    answered at their ideal tier): that one needs ideal tiers and is measured offline (``tierwise eval``)."""
     if premium_tier is None:
         return None
     held = [
@@ -190,8 +200,9 @@ def _figures(
     return {
         "requests": len(records),
         "errors": sum(1 for r in records if r.status == "error"),
-        # Served, but only after an upstream attempt failed (a retry, another model or tier took over).
-        "fallbacks": sum(1 for r in served if any(a.status != "ok" for a in r.attempts)),
+        # Served, but only after an upstream attempt failed (a retry, another model or tier took over). Not
+        # the design's fallback rate: that is the escalation rate seen from the gates.
+        "upstream_fallbacks": sum(1 for r in served if any(a.status != "ok" for a in r.attempts)),
         "rejected": sum(1 for r in records if r.status == "rejected"),
         "tier_mix": {t: n / len(served) for t, n in sorted(tiers.items())} if served else {},
         "cost_usd": cost,
@@ -209,7 +220,7 @@ def _figures(
         },
         "gates": _gates(records),
         "quality": _quality(scores),
-        "routing_accuracy_feedback": _feedback_accuracy(served, feedback, premium_tier),
+        "downgrades_held_feedback": _feedback_downgrades(served, feedback, premium_tier),
         "hints": _hints(records, feedback),
         "shadow": _shadow(pairs),
     }
@@ -225,7 +236,7 @@ def summarize(
     """Per request class, then ``overall``. Requests rejected before routing have no class: they count in
     ``overall`` only. Feedback counts for the class of the request it scores (the latest score of a source
     per request wins); comparisons carry their own class. With ``premium_tier``, feedback also gives a
-    routing accuracy (``routing_accuracy_feedback``)."""
+    share of downgrades that held up (``downgrades_held_feedback``)."""
     by_class: dict[str, list[RoutingRecord]] = defaultdict(list)
     for record in records:
         if record.request_class is not None:

@@ -174,8 +174,8 @@ def plot_quality(classes: dict[str, dict[str, Any]]) -> str | None:
 
 
 COLUMNS = (
-    "class", "requests", "errors", "fallbacks", "cost", "premium-only", "saving", "escalation", "health",
-    "quality (feedback)", "shadow preference", "p50", "p95",
+    "class", "requests", "errors", "upstream fallbacks", "cost", "premium-only", "saving", "escalation",
+    "health", "quality (feedback)", "shadow preference", "p50", "p95",
 )  # fmt: skip
 
 
@@ -185,7 +185,7 @@ def table_row(name: str, row: dict[str, Any]) -> list[str]:
         name,
         str(row["requests"]),
         str(row["errors"]),
-        str(row["fallbacks"]),
+        str(row["upstream_fallbacks"]),
         usd(row["cost_usd"]),
         usd(row["baseline_cost_usd"]),
         pct(row["saving"]),

@@ -9,7 +9,8 @@ judge, or the programmatic comparison) and one ``Comparison`` row is written per
 Background work never reaches the client and never delays it: it starts after the client's answer is
 complete, as a task of its own; at most ``max_concurrent`` run at once (a sampled request that finds them
 busy is skipped, never queued), and past ``max_spend_usd_per_day`` (background answers plus judging, per UTC
-day, per process) no new comparison starts. Background answers leave no request record of their own: their
+day, per process, kept across reloads) no new comparison starts. A background answer that fails still counts
+what its attempts cost. Background answers leave no request record of their own: their
 cost is in the comparison row, so the request counts stay the client's.
 """
 
@@ -24,24 +25,61 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from tierwise.config import DEFAULT_GATES, GateSpec, RouterConfig
+from tierwise.errors import AllAttemptsFailed
 from tierwise.gates import build_gates
 from tierwise.judge import PairVerdict, PairwiseJudge, programmatic_compare
 from tierwise.messages import ChatRequest, ChatResponse
 from tierwise.policy.direct import PlannedModel
+from tierwise.policy.engine import AUTO_MODELS
 from tierwise.store.records import Comparison, RoutingRecord
 
 if TYPE_CHECKING:
     from tierwise.policy.engine import Engine, RequestContext, Route
     from tierwise.store import RecordSink
 
-AUTO_MODELS = ("tierwise/auto", "auto")
 _DAY = 86400
 
 
-class Shadow:
-    """The background comparisons of one engine (rebuilt with it on reload)."""
+class ShadowState:
+    """What outlives a reload: the running comparisons, the per-day spend and the skip counts. The proxy
+    owns one and hands it to every ``Shadow`` it builds, so a reload resets neither the cap nor the count."""
 
-    def __init__(self, config: RouterConfig, engine: Engine, sink: RecordSink | None) -> None:
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.skipped: Counter[str] = Counter()
+        self._day = -1
+        self._spent = 0.0
+
+    @property
+    def spent_today(self) -> float:
+        return self._spent if self._day == int(time.time() // _DAY) else 0.0
+
+    def spend(self, usd: float) -> None:
+        day = int(time.time() // _DAY)
+        if day != self._day:
+            self._day, self._spent = day, 0.0
+        self._spent += usd
+
+    async def drain(self, timeout: float) -> None:
+        """Let running comparisons finish for up to ``timeout`` seconds, then cancel what is left."""
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(list(self.tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+class Shadow:
+    """The background comparisons of one engine (rebuilt with it on reload; ``state`` carries over)."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        engine: Engine,
+        sink: RecordSink | None,
+        state: ShadowState | None = None,
+    ) -> None:
         self.config = config
         self.spec = config.shadow
         self.mode = config.mode
@@ -60,10 +98,9 @@ class Shadow:
             else None
         )
         self.gates = build_gates([GateSpec(type=t) for t in DEFAULT_GATES])
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.skipped: Counter[str] = Counter()
-        self._day = -1
-        self._spent = 0.0
+        self.state = state if state is not None else ShadowState()
+        self.tasks = self.state.tasks
+        self.skipped = self.state.skipped
 
     @property
     def rate(self) -> float:
@@ -71,13 +108,10 @@ class Shadow:
 
     @property
     def spent_today(self) -> float:
-        return self._spent if self._day == int(time.time() // _DAY) else 0.0
+        return self.state.spent_today
 
     def _spend(self, usd: float) -> None:
-        day = int(time.time() // _DAY)
-        if day != self._day:
-            self._day, self._spent = day, 0.0
-        self._spent += usd
+        self.state.spend(usd)
 
     def routed(self, request: ChatRequest) -> bool:
         """Whether the router chooses the model: ``tierwise/auto``, or a model alias that stands for it."""
@@ -148,12 +182,15 @@ class Shadow:
             request_class=served.request_class, router_tier=None, router_model=None,
             baseline_model=self.baseline_model,
         )  # fmt: skip
+        background = False  # while the background answer is being asked for
         try:
             if self.mode == "shadow":
                 # The client got the baseline's answer; the router answers now.
                 pair.baseline_cost_usd, pair.baseline_latency_ms = served.cost_usd, served.latency_ms
                 baseline_answer = response
+                background = True
                 router_answer, got = await self._answer(request, ctx, None)
+                background = False
                 pair.router_tier, pair.router_model = got.tier, got.model
                 pair.router_cost_usd, pair.router_latency_ms = got.cost_usd, got.latency_ms
                 self._spend(got.cost_usd)
@@ -171,7 +208,9 @@ class Shadow:
                         self.baseline_tier, served.request_class or features.task, "shadow:baseline",
                         features, [PlannedModel(self.baseline_tier, self.baseline_model)],
                     )  # fmt: skip
+                    background = True
                     baseline_answer, got = await self._answer(request, ctx, route)
+                    background = False
                     pair.baseline_cost_usd, pair.baseline_latency_ms = got.cost_usd, got.latency_ms
                     self._spend(got.cost_usd)
             if pair.router_model == self.baseline_model:
@@ -190,15 +229,18 @@ class Shadow:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an upstream failure of the background side: recorded, never raised
+            if isinstance(exc, AllAttemptsFailed) and background:
+                # Paid attempts (a rejected cascade step, an answer cut short) still count.
+                cost = sum(a.cost_usd for a in exc.attempts)
+                self._spend(cost)
+                if self.mode == "shadow":
+                    pair.router_cost_usd = cost
+                else:
+                    pair.baseline_cost_usd = cost
             pair.error = f"{exc.__class__.__name__}: {exc}"[:300]
         if self.sink is not None:
             self.sink.submit(pair)
 
     async def drain(self, timeout: float) -> None:
-        """Let running comparisons finish for up to ``timeout`` seconds, then cancel what is left."""
-        if not self.tasks:
-            return
-        _, pending = await asyncio.wait(list(self.tasks), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        """Let running comparisons (this engine's and earlier ones') finish for up to ``timeout`` seconds."""
+        await self.state.drain(timeout)

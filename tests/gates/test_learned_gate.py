@@ -270,3 +270,16 @@ async def test_the_cascade_hands_the_junior_answer_to_the_gate(tmp_path: Path) -
     direct = await gate.check_at(request, answer.response, 1, junior="B")
     alone = await judge([gate], request, answer, final=False, tier=1)
     assert given[0].score == direct.score != alone[0].score
+
+
+def test_a_few_missing_junior_answers_do_not_turn_off_the_junior_model() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    train, test = choice_records(400, 5), choice_records(300, 6)
+    for record in train[:10]:  # the cheapest tier's answer was not kept for these
+        object.__setattr__(record.outcomes[MODELS[0]], "response", None)
+    scorer = AnswerScorer().fit(train, OutcomeTable.from_records(train, MODELS))
+    assert not np.allclose(scorer.coef_[1, 1], scorer.coef_[0, 1])  # the mid tier's junior model was trained
+    table = OutcomeTable.from_records(test, MODELS)
+    knowing = scorer.predict_table(test, table, juniors=True)[:, 1]
+    assert roc_auc_score(table.scores[:, 1] == 1.0, knowing) > 0.64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.helpers_config import request, route, routing_config
@@ -119,3 +121,58 @@ def test_route_of_an_oversized_request_is_refused() -> None:
     with pytest.raises(RequestError) as caught:
         route(routing_config(), big)
     assert caught.value.code == "context_length_exceeded"
+
+
+DOWN_TO_CHEAP = [{"match": "small-*", "to": "tierwise/cheap", "route_down": True}]
+LEGAL = "Please do a contract review of this NDA for me."
+REASONING = "Prove that there are infinitely many primes, step by step, rigorously."
+
+
+@pytest.mark.parametrize("policy", ["direct", "cascade"])
+def test_a_route_down_alias_lowers_the_tier_and_says_so(policy: str) -> None:
+    config = routing_config(
+        routing={"model_aliases": DOWN_TO_CHEAP, "policy": policy, "cascade": {"start": "classifier"}}
+    )
+    got = route(config, request(REASONING, model="small-1"))
+    prefix = "cascade:" if policy == "cascade" else ""
+    assert got.tier == "cheap"
+    assert got.reason == f"{prefix}task=reasoning;alias:small-*;max:cheap"
+    # Upstream fallbacks stay under the alias's tier too, on both paths.
+    assert [p.tier for p in got.plan] == ["cheap"]
+
+
+@pytest.mark.parametrize("policy", ["direct", "cascade"])
+def test_a_route_down_alias_does_not_override_the_blacklist(policy: str) -> None:
+    config = routing_config(
+        routing={"model_aliases": DOWN_TO_CHEAP, "policy": policy, "cascade": {"start": "classifier"}}
+    )
+    got = route(config, request(LEGAL, model="small-1"))
+    prefix = "cascade:" if policy == "cascade" else ""
+    assert got.tier == "premium" and [p.tier for p in got.plan] == ["premium"]
+    assert got.reason == f"{prefix}rule:keyword=legal;alias:small-*"
+
+
+def test_the_auto_policy_scores_the_request_once() -> None:
+    import numpy as np
+
+    from tierwise.policy.engine import LearnedStart, RequestContext
+
+    class CountingRouter:
+        calls = 0
+
+        def score_and_proba_request(self, _: object) -> tuple[object, object]:
+            CountingRouter.calls += 1
+            return np.array([0.5, 0.9]), np.array([0.5, 0.9])
+
+        def predict_request(self, _: object) -> object:  # pragma: no cover - the old second pass
+            raise AssertionError("scored twice")
+
+    base = routing_config(routing={"auto": {"confident_cheap": 0.95}})
+    # (validation wants a learned artifact for auto; the fake router below stands in for it)
+    config = base.model_copy(update={"routing": base.routing.model_copy(update={"policy": "auto"})})
+    engine = Engine(config, providers={})
+    router: Any = CountingRouter()
+    engine.learned = LearnedStart(router, ["cheap", "mid", "premium"], [0.6, 0.6])
+    got = engine.route(request("Rephrase: hi"), RequestContext(request_id="r", endpoint="x"))
+    assert CountingRouter.calls == 1
+    assert got.policy == "cascade" and "auto:unsure" in got.reason

@@ -16,6 +16,7 @@ from tierwise.testing.upstreams import Behaviour, FakeUpstream
 
 ALIASES: list[dict[str, Any]] = [
     {"match": "claude-opus-*", "to": "tierwise/premium", "route_down": True},
+    {"match": "claude-haiku-down-*", "to": "tierwise/cheap", "route_down": True},
     {"match": "claude-sonnet-*", "to": "tierwise/mid", "route_down": True},
     {"match": "claude-haiku-*", "to": "tierwise/cheap"},
     {"match": "claude-pinned", "to": "mid-a"},
@@ -74,7 +75,14 @@ def ask(client: anthropic.Anthropic, model: str, text: str) -> tuple[anthropic.t
             "task=code;alias:claude-opus-*",
         ),
         ("claude-opus-4-1", LEGAL, "premium", "rule:keyword=legal;alias:claude-opus-*"),
-        ("claude-sonnet-4-6", LEGAL, "mid", "rule:keyword=legal;alias:claude-sonnet-*;max:mid"),
+        # The keyword blacklist forces premium, whatever the alias's tier.
+        ("claude-sonnet-4-6", LEGAL, "premium", "rule:keyword=legal;alias:claude-sonnet-*"),
+        (
+            "claude-haiku-down-1",
+            "Write a python function that sorts a list",
+            "cheap",
+            "task=code;alias:claude-haiku-down-*;max:cheap",
+        ),
         (
             "claude-sonnet-4-6",
             "Summarize: it rained all day.",
@@ -140,14 +148,16 @@ def test_a_cascade_never_escalates_past_the_aliased_tier(
     _, headers = ask(client, "claude-sonnet-4-6", "Rephrase: hello")
     assert headers["x-tierwise-path"] == "cheap(fail:not_empty)->mid(fail:not_empty;final)"
     assert headers["x-tierwise-reason"] == "cascade:cheapest;alias:claude-sonnet-*"
-    # The blacklist's premium start is capped too.
-    _, headers = ask(client, "claude-sonnet-4-6", LEGAL)
-    assert headers["x-tierwise-tier"] == "mid" and headers["x-tierwise-path"].startswith("mid(")
     assert anthropic_upstream.requests == []
+    # The blacklist's premium start is not capped: it forces premium.
+    _, headers = ask(client, "claude-sonnet-4-6", LEGAL)
+    assert headers["x-tierwise-tier"] == "premium" and headers["x-tierwise-path"].startswith("premium(")
+    assert headers["x-tierwise-reason"] == "cascade:rule:keyword=legal;alias:claude-sonnet-*"
+    assert len(anthropic_upstream.requests) == 1
     # Opus may escalate all the way.
     message, headers = ask(client, "claude-opus-4-1", "Rephrase: hello")
     assert headers["x-tierwise-path"] == "cheap(fail:not_empty)->mid(fail:not_empty)->premium(pass)"
-    assert message.model == "premium-a" and len(anthropic_upstream.requests) == 1
+    assert message.model == "premium-a" and len(anthropic_upstream.requests) == 2
     assert proxy.record(message.id).requested_model == "claude-opus-4-1"
 
 

@@ -10,6 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import router_config
+from tierwise.metrics import Metrics
+from tierwise.report import summarize
+from tierwise.store.records import RoutingRecord
 from tierwise.testing.upstreams import Behaviour, FakeUpstream
 
 
@@ -53,7 +56,9 @@ def test_counters_follow_the_records(start_proxy: Any, openai_upstream: FakeUpst
     assert got[("tierwise_latency_seconds_count", klass)] == 2
 
 
-def test_gate_verdicts_fallbacks_and_feedback(start_proxy: Any, openai_upstream: FakeUpstream) -> None:
+def test_gate_verdicts_upstream_fallbacks_and_feedback(
+    start_proxy: Any, openai_upstream: FakeUpstream
+) -> None:
     proxy = start_proxy(router_config(openai_upstream.base_url, routing={"policy": "cascade"}))
     # Request 1: cheap-a fails upstream (500, twice: attempts=2), cheap-b answers bad JSON -> mid passes.
     # Request 2: cheap-a answers good JSON at once.
@@ -76,7 +81,9 @@ def test_gate_verdicts_fallbacks_and_feedback(start_proxy: Any, openai_upstream:
             ids.append(raw.headers["x-tierwise-request-id"])
     for rid, score in zip(ids, (0.25, 1.0), strict=True):
         assert httpx.post(
-            proxy.url + "/v1/tierwise/feedback", json={"request_id": rid, "score": score}
+            proxy.url + "/v1/tierwise/feedback",
+            json={"request_id": rid, "score": score},
+            headers={"authorization": "Bearer k"},  # the key that made the request
         ).is_success
     records = proxy.records()
     got = samples(proxy.url)
@@ -95,6 +102,30 @@ def test_gate_verdicts_fallbacks_and_feedback(start_proxy: Any, openai_upstream:
     for (gate, verdict), n in expected.items():
         assert count(gate, verdict) == n
     klass = (("request_class", "rephrase"),)
-    assert got[("tierwise_fallbacks_total", klass)] == 1  # only the first had failed attempts
+    assert got[("tierwise_upstream_fallbacks_total", klass)] == 1  # only the first had failed attempts
     assert got[("tierwise_feedback_score_count", klass)] == 2
     assert got[("tierwise_feedback_score_sum", klass)] == pytest.approx(1.25)
+
+
+def test_cost_and_baseline_follow_the_report_rule() -> None:
+    """Cost counts everything spent, errors included; the premium-only baseline only the served requests."""
+
+    def record(rid: str, status: str, cost: float, baseline: float) -> RoutingRecord:
+        return RoutingRecord(
+            request_id=rid, ts=0.0, endpoint="openai.chat", status=status,  # type: ignore[arg-type]
+            http_status=200 if status == "ok" else 502, request_class="chat", tier="cheap", model="m",
+            decision={"tier": "cheap"}, cost_usd=cost, baseline_cost_usd=baseline, latency_ms=1.0,
+        )  # fmt: skip
+
+    records = [record("ok", "ok", 0.001, 0.01), record("err", "error", 0.002, 0.03)]
+    metrics = Metrics()
+    for r in records:
+        metrics.observe(r)
+    value = metrics.registry.get_sample_value
+    row = summarize(records)["chat"]
+    assert value("tierwise_cost_usd_total", {"request_class": "chat"}) == pytest.approx(row["cost_usd"])
+    assert row["cost_usd"] == pytest.approx(0.003)
+    assert value("tierwise_baseline_cost_usd_total", {"request_class": "chat"}) == pytest.approx(
+        row["baseline_cost_usd"]
+    )
+    assert row["baseline_cost_usd"] == pytest.approx(0.01)

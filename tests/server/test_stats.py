@@ -137,7 +137,7 @@ async def test_stats_match_a_scripted_run(start_proxy: Any, upstream: FakeUpstre
     assert "unhinted" not in extract["hints"]
 
     support = classes["support"]
-    assert support["errors"] == 1 and support["fallbacks"] == 1 and support["rejected"] == 0
+    assert support["errors"] == 1 and support["upstream_fallbacks"] == 1 and support["rejected"] == 0
     assert support["cost_usd"] == pytest.approx(CHEAP_B)  # failed attempts cost nothing
     assert support["baseline_cost_usd"] == pytest.approx(PREMIUM_A)  # served requests only
     assert support["escalation_rate"] is None and support["cascaded"] == 0
@@ -162,7 +162,7 @@ async def test_stats_match_a_scripted_run(start_proxy: Any, upstream: FakeUpstre
     )
 
     overall = classes["overall"]
-    assert overall["errors"] == 1 and overall["fallbacks"] == 1 and overall["cascaded"] == 4
+    assert overall["errors"] == 1 and overall["upstream_fallbacks"] == 1 and overall["cascaded"] == 4
     assert overall["escalation_rate"] == pytest.approx(0.25)
     assert overall["cost_usd"] == pytest.approx(
         sum(classes[c]["cost_usd"] for c in classes if c != "overall")

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -216,3 +217,31 @@ def test_serve_stops_with_the_reason_when_the_database_is_unreachable(tmp_path: 
     said = " ".join(run.stderr.split())
     assert "store error cannot connect to PostgreSQL at postgresql://127.0.0.1:1/tierwise" in said
     assert "hunter2pw" not in run.stderr + run.stdout
+
+
+def test_a_batch_retried_after_its_commit_went_through_is_not_written_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tierwise.store import Feedback, KeyUsage
+
+    with pg_schema() as dsn:
+        store = PostgresStore(dsn, batch_size=10_000, flush_interval_s=30)
+        original = PostgresStore._write_once
+        calls: list[str] = []
+
+        def commit_then_break(self: PostgresStore, db: Any, batch_id: str, groups: Any) -> None:
+            original(self, db, batch_id, groups)
+            calls.append(batch_id)
+            if len(calls) == 1:  # the COMMIT went through, and then the connection broke
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        monkeypatch.setattr(PostgresStore, "_write_once", commit_then_break)
+        store.start()
+        store.submit(KeyUsage("k1", "r1", ("day:2025-01-31",), spent_usd=0.5, requests=1, minute=100))
+        store.submit(Feedback("req-1", time.time(), 1.0))
+        store.close()
+        assert len(calls) == 2 and calls[0] == calls[1]
+        assert store.errors == []
+        assert execute(dsn, "SELECT spent_usd, requests FROM key_usage") == [(0.5, 1)]
+        assert execute(dsn, "SELECT requests FROM key_minutes") == [(1,)]
+        assert execute(dsn, "SELECT count(*) FROM feedback") == [(1,)]

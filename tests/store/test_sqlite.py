@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
-from tierwise.store import Comparison, Feedback, RoutingRecord, SQLiteStore
-from tierwise.store.sqlite import MIGRATIONS
+import pytest
+
+import tierwise.store.sqlite as sqlite_module
+from tierwise.store import Comparison, Feedback, RoutingRecord, SQLiteStore, StoreError
+from tierwise.store.sqlite import MIGRATIONS, connect
 
 
 def test_feedback_and_comparisons_round_trip(tmp_path: Path) -> None:
@@ -84,3 +88,64 @@ def test_a_version_2_database_keeps_its_records(tmp_path: Path) -> None:
     assert old.decision == {"tier": "cheap"} and old.attempts[0].latency_ms == 12.0
     assert [f.request_id for f in store.feedback()] == ["old-1"]
     assert store.comparisons() == []
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this tierwise knows") as caught:
+        SQLiteStore(path).start()
+    assert "upgrade tierwise" in str(caught.value)
+
+
+def test_processes_migrating_together_run_each_step_once(tmp_path: Path) -> None:
+    # Another process holds the write lock, migrates, and commits; this one then finds nothing to do.
+    path = tmp_path / "race.db"
+    other = connect(path)  # migrated fully
+    other.execute("PRAGMA user_version=0")  # as if this one had read version 0 before the other migrated
+    versions: list[int] = []
+    original = sqlite_module.MIGRATIONS[0]
+
+    def counted(db: sqlite3.Connection) -> None:
+        versions.append(0)
+        original(db)
+
+    other.execute("BEGIN IMMEDIATE")
+    done = threading.Event()
+
+    def migrate_later() -> None:
+        time.sleep(0.2)
+        other.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+        other.execute("COMMIT")
+        done.set()
+
+    worker = threading.Thread(target=migrate_later)
+    worker.start()
+    steps = list(sqlite_module.MIGRATIONS)
+    sqlite_module.MIGRATIONS[0] = counted
+    try:
+        connect(path).close()  # reads 0, waits for the lock, reads again: fully migrated
+    finally:
+        sqlite_module.MIGRATIONS[:] = steps
+        worker.join()
+        other.close()
+    assert done.is_set() and versions == []
+
+
+def test_a_failing_migration_rolls_back_and_closes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "broken.db"
+    steps = list(sqlite_module.MIGRATIONS)
+
+    def broken(db: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("no space left")
+
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*steps, broken])
+    with pytest.raises(StoreError, match="no space left"):
+        SQLiteStore(path).start()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 0  # all of it rolled back
+    check.close()
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", steps)
+    SQLiteStore(path).start().close()

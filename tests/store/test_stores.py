@@ -175,3 +175,16 @@ def test_readers_work_on_a_store_never_started(backend: Backend) -> None:
     store = backend.open()
     assert store.query() == [] and store.feedback() == [] and store.comparisons() == []
     assert store.changes() == []
+
+
+def test_one_bad_item_is_dropped_and_the_rest_of_its_batch_is_written(backend: Backend) -> None:
+    store = backend.open(batch_size=10_000, flush_interval_s=30).start()
+    now = time.time()
+    store.submit(RoutingRecord("good-1", now, "openai.chat", "ok", 200))
+    store.submit(RoutingRecord("bad", now, "openai.chat", "ok", 200, features={"x": object()}))
+    store.submit(RoutingRecord("good-2", now + 1, "openai.chat", "ok", 200))
+    store.close()
+    assert [r.request_id for r in backend.open().query()] == ["good-1", "good-2"]
+    assert store.dropped == 1
+    [problem] = store.errors
+    assert "dropped a RoutingRecord (bad)" in problem

@@ -7,9 +7,11 @@ written into a router config in place (comments and layout kept).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tierwise.classify.learned import LearnedRouter
 from tierwise.errors import ConfigError
@@ -104,8 +106,22 @@ def write_threshold(config_path: Path, threshold: float, artifact: str | None = 
     if artifact is not None:
         classifier["artifact"] = artifact
     classifier["threshold"] = round(float(threshold), 4)
-    with config_path.open("w", encoding="utf-8") as handle:
-        yaml.dump(data, handle)
+    _dump(yaml, data, config_path)
+
+
+def _dump(yaml: Any, data: Any, config_path: Path) -> None:
+    """Write the YAML atomically (a temporary file renamed over the config): a proxy reloading meanwhile
+    reads the old config or the new one, never half of one."""
+    from tierwise.config import write_config_text
+
+    text = io.StringIO()
+    yaml.dump(data, text)
+    write_config_text(config_path, text.getvalue())
+
+
+# How sure a policy's operating point must be to reach the quality target: the share of bootstrap resamples
+# of the prompts in which it does (tierwise.evals.cascade_sweep.choose).
+REQUIRED_CONFIDENCE = 0.8
 
 
 @dataclass(frozen=True)
@@ -132,7 +148,7 @@ def calibrate_policy(
     """The cheapest ``cascade`` or ``auto`` operating point reaching ``quality`` of premium-only quality, on
     out-of-fold router scores and out-of-fold learned-gate scores (as `tierwise bench` calibrates them). The
     data must have kept the non-premium tiers' answers: the gate judges them."""
-    from tierwise.evals.cascade_sweep import GateScorer, choose, has_answers, plan_for
+    from tierwise.evals.cascade_sweep import GateScorer, cheapest_reaching, has_answers, plan_for
     from tierwise.evals.metrics import point_for
 
     if policy not in ("cascade", "auto"):
@@ -144,7 +160,14 @@ def calibrate_policy(
         )
     gate = kfold_predict(GateScorer, records, table, folds=folds)
     router = kfold_predict(make, records, table, folds=folds) if policy == "auto" else gate * 0
-    params = choose(table, policy, router, gate, quality)
+    found = cheapest_reaching(table, policy, router, gate, quality, confidence=REQUIRED_CONFIDENCE)
+    if found is None:
+        raise ValueError(
+            f"no {policy} operating point reaches {quality:.1%} of premium-only quality in "
+            f"{REQUIRED_CONFIDENCE:.0%} of bootstrap resamples of these {table.n} prompts: lower "
+            "--target-quality, give more data, or route everything to premium (--policy direct)"
+        )
+    params = found
     plan = plan_for(policy, params, router, gate)
     clipped = {k: min(max(v, 0.0), 1.0) for k, v in params.items()}
     return PolicyCalibration(
@@ -190,5 +213,4 @@ def write_policy(config_path: Path, result: PolicyCalibration, gate_artifact: st
         if gate_artifact is not None:
             gate["artifact"] = gate_artifact
         gate["threshold"] = round(result.params["gate"], 4)
-    with config_path.open("w", encoding="utf-8") as handle:
-        yaml.dump(data, handle)
+    _dump(yaml, data, config_path)

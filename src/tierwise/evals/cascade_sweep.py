@@ -141,6 +141,25 @@ def choose(
     """The parameters of the cheapest point that reaches ``quality_share`` of premium-only quality in at least
     ``confidence`` of ``resamples`` bootstrap resamples of the prompts (``confidence`` 0: on the prompts as
     they are, the plain cheapest point reaching it). Everything to premium when no point qualifies."""
+    found = cheapest_reaching(
+        table, policy, router, gate, quality_share, confidence=confidence, resamples=resamples, seed=seed
+    )
+    return {"gate": 1.0 + 1e-9, "hi": 1.0 + 1e-9, "lo": 1.0 + 1e-9} if found is None else found
+
+
+def cheapest_reaching(
+    table: OutcomeTable,
+    policy: str,
+    router: FloatArray,
+    gate: FloatArray,
+    quality_share: float,
+    *,
+    confidence: float = 0.8,
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict[str, float] | None:
+    """What ``choose`` picks, or None when no point qualifies (``choose`` then sends everything to
+    premium; ``tierwise calibrate`` says so instead)."""
     candidates = plans(policy, router, gate)
     rows = np.arange(table.n)
     quality = np.stack([table.scores[rows, plan.final] for _, plan in candidates])  # (points, n)
@@ -153,7 +172,7 @@ def choose(
         share = (weights @ quality.T) / np.maximum(weights @ premium, 1e-12)[:, None]  # (resamples, points)
         qualifies &= (share >= quality_share - 1e-12).mean(axis=0) >= confidence
     if not qualifies.any():
-        return {"gate": 1.0 + 1e-9, "hi": 1.0 + 1e-9, "lo": 1.0 + 1e-9}
+        return None
     best = int(np.flatnonzero(qualifies)[np.argmin(cost[qualifies])])
     return candidates[best][0]
 

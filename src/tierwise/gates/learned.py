@@ -245,7 +245,11 @@ class AnswerScorer:
                 break
             for j in range(tiers):
                 mine = np.flatnonzero(tier_of == j)
-                if context and (j == 0 or any(examples[k][3] is None for k in mine)):
+                if context:
+                    # The model that sees the junior's answer learns from the examples that have one: a
+                    # missing answer here and there does not turn it off for the whole tier.
+                    mine = np.asarray([k for k in mine if examples[k][3] is not None], dtype=np.int64)
+                if context and (j == 0 or len(mine) == 0):
                     self.coef_[1, j], self.intercept_[1, j] = self.coef_[0, j], self.intercept_[0, j]
                     self.platt_[1, j], self.chosen_c_[1, j] = self.platt_[0, j], self.chosen_c_[0, j]
                     continue

@@ -119,9 +119,16 @@ class LearnedStart:
         tiers = config.tier_names
         return cls(router, tiers, [spec.thresholds.get(t, spec.threshold) for t in tiers[:-1]])
 
-    def start(self, request: ChatRequest, features: Features) -> tuple[str, str]:
-        # The router computes its own features, exactly as in training: the config's keyword sets may differ.
-        scores, p = self.router.score_and_proba_request(request)
+    def scores(self, request: ChatRequest) -> tuple[Any, Any]:
+        """The routing scores and the probabilities for one request (one pass over its text). The router
+        computes its own features, exactly as in training: the config's keyword sets may differ."""
+        return self.router.score_and_proba_request(request)
+
+    def start(
+        self, request: ChatRequest, features: Features, scored: tuple[Any, Any] | None = None
+    ) -> tuple[str, str]:
+        """The starting tier and its reason; ``scored`` is ``scores(request)`` when the caller has it."""
+        scores, p = scored if scored is not None else self.scores(request)
         shown = _by_tier(self.tiers, scores)
         probs = _by_tier(self.tiers, p)
         for tier, score, threshold in zip(self.tiers, scores, self.thresholds, strict=False):
@@ -226,9 +233,12 @@ class Engine:
         requested, ceiling, via = self.resolve_model(request.model)
         retry = self.config.retry
         explicit = self.config.routing.allow_explicit_tier or bool(via)
+        # The learned router's scores, computed at most once a request (the start and auto both read them).
+        scored: tuple[Any, Any] | None = None
         if requested in AUTO_MODELS:
             if start is None and self.learned is not None:
-                start = self.learned.start(request, features)
+                scored = self.learned.scores(request)
+                start = self.learned.start(request, features, scored)
             choice = self.classifier.classify(request, features, start)
             tier, reason, request_class = choice.tier, choice.reason, choice.request_class
         elif explicit and requested.startswith("tierwise/"):
@@ -253,17 +263,22 @@ class Engine:
                     choice = self.classifier.classify(request, features, (override.tier, f"class={klass}"))
                     tier, reason = choice.tier, choice.reason
             elif policy == "auto" and not choice.forced and self.learned is not None:
-                tier, reason, policy = self._auto(request, tier, reason)
+                if scored is None:
+                    scored = self.learned.scores(request)
+                tier, reason, policy = self._auto(tier, scored[0])
+        forced = requested in AUTO_MODELS and choice.forced
         if requested in AUTO_MODELS and policy == "cascade":
-            route = self._cascade_route(
-                tier, reason, request_class, features, ctx, forced=choice.forced, ceiling=ceiling
+            return self._cascade_route(
+                tier, reason, request_class, features, ctx, forced=forced, ceiling=ceiling, via=via
             )
-            route.reason += via
-            return route
         tiers = self.config.tier_names
-        if ceiling is not None and tiers.index(tier) > tiers.index(ceiling):
+        # A route_down alias caps the tier, but not the keyword blacklist: what it forces goes to premium.
+        if ceiling is not None and not forced and tiers.index(tier) > tiers.index(ceiling):
             tier, via = ceiling, f"{via};max:{ceiling}"
         plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=retry.fallback_up)
+        if ceiling is not None and not forced:
+            # Upstream fallbacks stay at or below the alias's tier too (a hard limit may still move it up).
+            plan = [p for p in plan if tiers.index(p.tier) <= tiers.index(ceiling)] or plan[:1]
         if moved_by is not None:
             reason += f";hard:{moved_by}"
         return Route(plan[0].tier, ctx.class_override or request_class, reason + via, features, plan)
@@ -300,13 +315,12 @@ class Engine:
             return AUTO_MODELS[0], alias.to.removeprefix("tierwise/"), f";alias:{alias.match}"
         return alias.to, None, f";alias:{alias.match}"
 
-    def _auto(self, request: ChatRequest, tier: str, reason: str) -> tuple[str, str, str]:
-        """The auto policy: direct where the learned classifier is confident, a cascade where it is not."""
-        assert self.learned is not None
+    def _auto(self, tier: str, p: Any) -> tuple[str, str, str]:
+        """The auto policy: direct where the learned classifier is confident, a cascade where it is not.
+        ``p`` is the learned router's routing scores for the request."""
         bands = self.config.routing.auto
         # The bands are on the routing scores (what the thresholds compare too), as `tierwise bench` and
         # `tierwise calibrate --policy auto` measure and calibrate them.
-        p = self.learned.router.predict_request(request)
         shown = _by_tier(self.config.tier_names, p)
         if p[0] >= bands.confident_cheap:
             return (
@@ -329,9 +343,12 @@ class Engine:
         *,
         forced: bool,
         ceiling: str | None = None,
+        via: str = "",
     ) -> Route:
         """The cascade's route: from its start tier (the classifier's, where the blacklist forced it) up to
-        premium, or to the user tier's cap, or to the ``ceiling`` a route_down model alias sets."""
+        premium, or to the user tier's cap, or to the ``ceiling`` a route_down model alias sets (not where
+        the blacklist forced premium). ``via`` (the alias) ends the reason, then ``;max:<tier>`` when the
+        ceiling lowered the start tier, as on the direct path."""
         spec, _ = self.cascade_for(ctx.class_override or request_class)
         tiers = self.config.tier_names
         if reason.startswith("auto:"):
@@ -342,8 +359,10 @@ class Engine:
             tier, reason = spec.start, f"cascade:{spec.start}"
         else:
             reason = f"cascade:{reason}"
+        if forced:
+            ceiling = None
         if ceiling is not None and tiers.index(tier) > tiers.index(ceiling):
-            tier = ceiling
+            tier, via = ceiling, f"{via};max:{ceiling}"
         plan, moved_by = plan_from_tier(self.config, tier, features, fallback_up=True)
         cap = self.config.routing.user_tier_caps.get(ctx.user_tier or "")
         if cap is not None and not forced:
@@ -354,7 +373,7 @@ class Engine:
         if moved_by is not None:
             reason += f";hard:{moved_by}"
         return Route(
-            plan[0].tier, ctx.class_override or request_class, reason, features, plan, policy="cascade"
+            plan[0].tier, ctx.class_override or request_class, reason + via, features, plan, policy="cascade"
         )
 
     async def decide(self, request: ChatRequest, ctx: RequestContext) -> Route:
@@ -364,6 +383,10 @@ class Engine:
             return self.route(request, ctx)
         try:
             verdict = await self.llm.classify(request)
+        except asyncio.CancelledError:
+            # The client went away (or shutdown's grace ran out) while the classifier was deciding.
+            self._record_cancelled_decision(request, ctx)
+            raise
         except LLMClassifierError as exc:
             route = self.route(request, ctx)
             route.reason = f"llm:fallback({exc.reason});{route.reason}"
@@ -372,6 +395,17 @@ class Engine:
         route = self.route(request, ctx, self.llm.start_tier(verdict, self.config.tier_names))
         route.routing_cost_usd = verdict.cost_usd
         return route
+
+    def _record_cancelled_decision(self, request: ChatRequest, ctx: RequestContext) -> None:
+        """Leave the record of a request cancelled while the LLM classifier was deciding: the route the
+        other classifiers would have picked (reason ``llm:cancelled;...``), with no attempts."""
+        try:
+            route = self.route(request, ctx)
+        except Exception:
+            features = self.classifier.features(request, ctx.user_tier)
+            route = Route("", ctx.class_override or features.task, "", features, [])
+        route.reason = f"llm:cancelled;{route.reason}" if route.reason else "llm:cancelled"
+        self._submit(self._record(request, ctx, route, [], "error", 499, error=CANCELLED))
 
     # ---- calling ----
 
@@ -441,6 +475,10 @@ class Engine:
                         )
                     )
                     if not err.retryable or n + 1 >= retry.attempts:
+                        break
+                    if breaker is not None and breaker.state == "open":
+                        # This failure (or another request's) opened the model's circuit: no backoff
+                        # and no retry, the next model takes over at once.
                         break
                     if err.retry_after is not None:
                         if err.retry_after > retry.max_retry_after_s:

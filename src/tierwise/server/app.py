@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import hmac
-import itertools
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.applications import Starlette
@@ -43,20 +43,37 @@ from tierwise.server import dashboard as dashboard_page
 from tierwise.server import stats as stats_api
 from tierwise.server import sync as config_sync
 from tierwise.server.messages import MessagesAPI
-from tierwise.shadow import Shadow
+from tierwise.shadow import Shadow, ShadowState
 from tierwise.store import BatchStore, PostgresStore, RecordSink, open_store
+from tierwise.store.records import RoutingRecord
 from tierwise.wire import openai as wire
 
 _JSON = "application/json"
 
 
-# Request ids: a random per-process prefix and a counter; unique across replicas, and far cheaper than uuid4.
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
+# A client-chosen request class (``x-tierwise-class``): it becomes a metric label and a response header.
+CLASS_HEADER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# The printable ASCII a header value keeps as it is when the value has to be percent-encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 def new_request_id() -> str:
-    return f"chatcmpl-tw{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+    """A request id nobody can guess (feedback is scored by it): 80 random bits."""
+    return f"chatcmpl-tw{os.urandom(10).hex()}"
+
+
+def header_value(value: str) -> str:
+    """``value`` as an HTTP header value: printable ASCII stays as it is; anything else (a non-ASCII team,
+    rule or keyword name from the config) is percent-encoded as UTF-8, the whole value, so it decodes back."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=_HEADER_SAFE)
+
+
+class InternalError(RequestError):
+    """An unexpected failure before the request reached an upstream (recorded as a 500 error)."""
+
+    status = 500
 
 
 def _fmt_cost(value: float | None) -> str:
@@ -99,12 +116,14 @@ class Proxy:
         self.sink: RecordSink | None = sink if sink is not None else store
         self.metrics: Metrics | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        # The shadow comparisons' running tasks, daily spend and skip counts: they outlive every reload.
+        self.shadow_state = ShadowState()
         self._apply(config, engine)
 
     def _apply(self, config: RouterConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.shadow = Shadow(config, engine, self.sink)
+        self.shadow = Shadow(config, engine, self.sink, self.shadow_state)
         self._keys = {
             hashlib.sha256(k.key.get_secret_value().encode()).hexdigest(): k for k in config.auth.keys
         }
@@ -139,7 +158,7 @@ class Proxy:
             await engine.aclose()
 
     async def aclose(self) -> None:
-        await self.shadow.drain(SHADOW_DRAIN_S)
+        await self.shadow_state.drain(SHADOW_DRAIN_S)  # every engine's comparisons, before and after reloads
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -151,10 +170,7 @@ class Proxy:
         """Fill in who is asking: API key id, user tier, class override. Raises when auth fails."""
         headers = request.headers
         auth = self.config.auth
-        token = headers.get("x-api-key")
-        bearer = headers.get("authorization", "")
-        if bearer[:7].lower() == "bearer ":
-            token = bearer[7:].strip()
+        token = stats_api.bearer_token(request)
         key = stored = None
         if token:
             digest = hashlib.sha256(token.encode()).hexdigest()
@@ -177,7 +193,13 @@ class Proxy:
             ctx.user_tier = headers.get(auth.user_tier_header)
         if ctx.user_tier is None:
             ctx.user_tier = auth.default_user_tier
-        ctx.class_override = headers.get("x-tierwise-class") or ctx.class_override
+        chosen = headers.get("x-tierwise-class")
+        if chosen is not None:
+            if not CLASS_HEADER.fullmatch(chosen):
+                raise RequestError(
+                    "x-tierwise-class: expected 1 to 64 of A-Z a-z 0-9 _ . : -", param="x-tierwise-class"
+                )
+            ctx.class_override = chosen
 
     async def _body(self, request: Request) -> Any:
         limit = self.config.server.max_body_bytes
@@ -201,18 +223,48 @@ class Proxy:
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
-    async def decide(self, chat: ChatRequest, ctx: RequestContext) -> engine_mod.Route:
+    def snapshot(self) -> tuple[Engine, Shadow]:
+        """The engine and shadow a request uses from start to end, whatever reload happens meanwhile."""
+        return self.engine, self.shadow
+
+    async def decide(
+        self, chat: ChatRequest, ctx: RequestContext, engine: Engine, shadow: Shadow
+    ) -> engine_mod.Route:
         """The route that serves: the baseline model's in shadow mode, else the engine's decision. A store
         key's budget and rate limit are checked first (LimitExceeded); past its budget it may go down."""
-        self.keys.admit(ctx, self.config.auth.over_budget)
+        self.keys.admit(ctx, engine.config.auth.over_budget)
         if ctx.route_down is not None:
-            return await self.engine.decide(chat, ctx)
-        return self.shadow.serve_route(chat, ctx) or await self.engine.decide(chat, ctx)
+            return await engine.decide(chat, ctx)
+        return shadow.serve_route(chat, ctx) or await engine.decide(chat, ctx)
+
+    @staticmethod
+    def record_failure(
+        engine: Engine, ctx: RequestContext, exc: Exception, requested_model: str | None
+    ) -> str:
+        """Record an unexpected failure before routing ended as a 500 error; returns the client's message."""
+        message = f"internal error: {exc.__class__.__name__}"
+        if engine.sink is not None:
+            engine.sink.submit(
+                RoutingRecord(
+                    request_id=ctx.request_id,
+                    ts=ctx.ts,
+                    endpoint=ctx.endpoint,
+                    status="error",
+                    http_status=500,
+                    requested_model=requested_model,
+                    api_key_id=ctx.api_key_id,
+                    user_tier=ctx.user_tier,
+                    error=f"{message}: {exc}"[:300],
+                    latency_ms=(time.perf_counter() - ctx.started) * 1000,
+                )
+            )
+        return message
 
     # ---- endpoints ----
 
     async def chat_completions(self, request: Request) -> Response:
         ctx = RequestContext(request_id=new_request_id(), endpoint="openai.chat")
+        engine, shadow = self.snapshot()
         requested: str | None = None
         try:
             self._identify(request, ctx)
@@ -220,29 +272,40 @@ class Proxy:
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 requested = data["model"]
             chat, include_usage = wire.parse_request(data)
-            route = await self.decide(chat, ctx)
+            route = await self.decide(chat, ctx, engine, shadow)
         except RequestError as exc:
-            self.engine.record_rejected(ctx, exc, requested_model=requested)
+            engine.record_rejected(ctx, exc, requested_model=requested)
             return self._error(exc, ctx)
+        except Exception as exc:  # a bug, not the client's fault: recorded, answered in OpenAI's shape
+            message = self.record_failure(engine, ctx, exc, requested)
+            return self._internal_error(message, ctx)
         try:
             if chat.stream:
-                streaming = await self.engine.stream(chat, ctx, route)
-                return self._stream_response(streaming, chat, ctx, include_usage)
-            completion = await self.engine.complete(chat, ctx, route)
-            self.shadow.after(chat, ctx, completion.record, completion.response)
+                streaming = await engine.stream(chat, ctx, route)
+                return self._stream_response(streaming, chat, ctx, include_usage, engine, shadow)
+            completion = await engine.complete(chat, ctx, route)
+            shadow.after(chat, ctx, completion.record, completion.response)
+            body = wire.response_object(
+                completion.response, request_id=ctx.request_id, model=completion.record.model or ""
+            )
+            headers = self._headers(completion, ctx, engine)
         except AllAttemptsFailed as exc:
             return self._upstream_failed(exc, ctx)
         except Exception as exc:  # recorded by the engine; the client still gets an answer in OpenAI's shape
-            body = wire.error_object(f"internal error: {exc.__class__.__name__}", type_="server_error")
-            return Response(
-                orjson.dumps(body), 500, media_type=_JSON, headers={"x-tierwise-request-id": ctx.request_id}
-            )
-        body = wire.response_object(
-            completion.response, request_id=ctx.request_id, model=completion.record.model or ""
-        )
-        return Response(orjson.dumps(body), media_type=_JSON, headers=self._headers(completion, ctx))
+            return self._internal_error(f"internal error: {exc.__class__.__name__}", ctx)
+        return Response(orjson.dumps(body), media_type=_JSON, headers=headers)
 
-    def _headers(self, done: Completion | StreamingCompletion, ctx: RequestContext) -> dict[str, str]:
+    @staticmethod
+    def _internal_error(message: str, ctx: RequestContext) -> Response:
+        body = wire.error_object(message, type_="server_error")
+        return Response(
+            orjson.dumps(body), 500, media_type=_JSON, headers={"x-tierwise-request-id": ctx.request_id}
+        )
+
+    def _headers(
+        self, done: Completion | StreamingCompletion, ctx: RequestContext, engine: Engine
+    ) -> dict[str, str]:
+        """The ``x-tierwise-*`` response headers; every value is safe for HTTP (see ``header_value``)."""
         if isinstance(done, Completion):
             route, model = done.route, done.record.model or ""
             tier = done.record.tier or route.tier
@@ -254,8 +317,8 @@ class Proxy:
             # the headers carry the estimate from the input and the expected output.
             route, model, tier = done.route, done.planned.model, done.planned.tier
             usage = Usage(route.features.input_tokens, route.features.expected_output_tokens)
-            cost = self.engine.pricing.cost(model, usage)
-            baseline = self.engine.baseline_cost(usage)
+            cost = engine.pricing.cost(model, usage)
+            baseline = engine.baseline_cost(usage)
             estimated = True
         headers = {
             "x-tierwise-request-id": ctx.request_id,
@@ -272,17 +335,22 @@ class Proxy:
             headers["x-tierwise-path"] = "->".join(route.path)
         for key, value in done.meta.items():
             headers[f"x-tierwise-{key}"] = value
-        return headers
+        return {name: header_value(value) for name, value in headers.items()}
 
     def _stream_response(
-        self, streaming: StreamingCompletion, chat: ChatRequest, ctx: RequestContext, include_usage: bool
+        self,
+        streaming: StreamingCompletion,
+        chat: ChatRequest,
+        ctx: RequestContext,
+        include_usage: bool,
+        engine: Engine,
+        shadow: Shadow,
     ) -> Response:
         model = streaming.planned.model
         rid, created = ctx.request_id, streaming.created
 
         async def events() -> AsyncIterator[bytes]:
             first = True
-            shadow = self.shadow
             try:
                 async for delta in streaming:
                     # A usage-only delta goes out at the end, in the usage chunk the client asked for.
@@ -315,7 +383,7 @@ class Proxy:
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        headers = self._headers(streaming, ctx)
+        headers = self._headers(streaming, ctx, engine)
         headers["cache-control"] = "no-cache"
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
@@ -341,19 +409,8 @@ class Proxy:
 
     async def admin_reload(self, request: Request) -> Response:
         """``POST /v1/tierwise/admin/reload`` with the admin key: reload the config and router artifact."""
-        admin = self.config.auth.admin_key
-        if admin is None:
-            body = wire.error_object(
-                "admin endpoints are off: set auth.admin_key in the config", type_="permission_error"
-            )
-            return Response(orjson.dumps(body), 403, media_type=_JSON)
-        bearer = request.headers.get("authorization", "")
-        token = request.headers.get("x-api-key") or (
-            bearer[7:].strip() if bearer[:7].lower() == "bearer " else ""
-        )
-        if not hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
-            body = wire.error_object("the admin key is required", type_="authentication_error")
-            return Response(orjson.dumps(body), 401, media_type=_JSON)
+        if (denied := stats_api.admin_denied(self, request, loopback=False)) is not None:
+            return denied
         try:
             config = await self.reload()
         except ConfigError as exc:
@@ -411,7 +468,8 @@ class Proxy:
 class _App(Starlette):
     """Starlette, with the request endpoints (POST chat completions and messages) dispatched straight from the
     ASGI call: they carry nearly all the traffic, and skip the router's path matching and the middleware
-    stack (their handlers answer every failure themselves). Everything else goes through Starlette."""
+    stack (their handlers catch every exception, record it and answer in their API's error shape).
+    Everything else goes through Starlette."""
 
     def __init__(self, *, fast: dict[str, Callable[[Request], Awaitable[Response]]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -467,33 +525,36 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(store.start)
-        await proxy.keys.refresh()  # the store's API keys, before the first request
-        keys_task = asyncio.create_task(proxy.keys.run())
-        syncing = None
-        if proxy.sync is not None:
-            await proxy.sync.startup()
-            syncing = asyncio.create_task(proxy.sync.run())
         loop = asyncio.get_running_loop()
+        hooked = False
+        keys_task = syncing = None
+        # Everything after the store starts is inside the try: a failing startup step still closes it.
+        await asyncio.to_thread(store.start)
         try:
-            loop.add_signal_handler(signal.SIGHUP, on_sighup)
-            hooked = True
-        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
-            hooked = False  # not the main thread (tests), or no SIGHUP on this platform
-        try:
+            await proxy.keys.refresh()  # the store's API keys, before the first request
+            keys_task = asyncio.create_task(proxy.keys.run())
+            if proxy.sync is not None:
+                await proxy.sync.startup()
+                syncing = asyncio.create_task(proxy.sync.run())
+            try:
+                loop.add_signal_handler(signal.SIGHUP, on_sighup)
+                hooked = True
+            except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+                pass  # not the main thread (tests), or no SIGHUP on this platform
             yield
         finally:
             if hooked:
                 loop.remove_signal_handler(signal.SIGHUP)
-            keys_task.cancel()
-            await asyncio.gather(keys_task, return_exceptions=True)
-            if syncing is not None:
-                syncing.cancel()
-                await asyncio.gather(syncing, return_exceptions=True)
-            await proxy.aclose()
-            await asyncio.to_thread(store.close)
-            if proxy.sync is not None:
-                proxy.sync.close()
+            for task in (keys_task, syncing):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            try:
+                await proxy.aclose()
+            finally:
+                await asyncio.to_thread(store.close)
+                if proxy.sync is not None:
+                    proxy.sync.close()
 
     app = _App(
         fast={

@@ -9,7 +9,6 @@ Anthropic, the client gets a message object or a stream of Messages API events.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from tierwise.features import estimate_input_tokens
 from tierwise.messages import ChatRequest, StreamDelta, Usage
 from tierwise.policy.engine import AUTO_MODELS, Engine, RequestContext
 from tierwise.policy.streaming import StreamingCompletion
+from tierwise.shadow import Shadow
 from tierwise.wire import anthropic_server as wire
 from tierwise.wire.anthropic import ERROR_STATUS
 
@@ -43,17 +43,22 @@ API_VERSION = "2023-06-01"
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 _JSON = "application/json"
 
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
-
 
 def new_message_id() -> str:
-    """A message id in Anthropic's style; it is also the request's id in the records and headers."""
-    return f"msg_tw{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+    """A message id in Anthropic's style; it is also the request's id in the records and headers. Random
+    (80 bits): feedback is scored by it, so nobody may guess another client's."""
+    return f"msg_tw{os.urandom(10).hex()}"
 
 
 class _TooLarge(RequestError):
     status = 413
+
+
+def _as_anthropic(exc: RequestError) -> RequestError:
+    """The body-size refusal as the Messages API reports it (413 ``request_too_large``)."""
+    if exc.code == "request_too_large" and not isinstance(exc, _TooLarge):
+        return _TooLarge(exc.message, param=exc.param, code=exc.code)
+    return exc
 
 
 def _error_type(error: RequestError) -> str:
@@ -91,8 +96,9 @@ def _sse(name: str, data: dict[str, Any]) -> bytes:
 
 
 class MessagesAPI:
-    """The Messages API endpoints of one proxy. They read ``proxy.engine`` per request, so a reload applies
-    to the next request and a request already running finishes on the engine it started on."""
+    """The Messages API endpoints of one proxy. Each request takes one snapshot of the engine and shadow at
+    its start (``proxy.snapshot``), so a reload applies to the next request and a request already running
+    finishes on the engine it started on."""
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
@@ -114,8 +120,7 @@ class MessagesAPI:
     def _rejected(
         self, engine: Engine, exc: RequestError, ctx: RequestContext, model: str | None
     ) -> Response:
-        if exc.code == "request_too_large":
-            exc = _TooLarge(exc.message, param=exc.param, code=exc.code)
+        exc = _as_anthropic(exc)
         engine.record_rejected(ctx, exc, requested_model=model)
         headers = None
         if isinstance(exc, LimitExceeded) and exc.retry_after is not None:
@@ -132,7 +137,7 @@ class MessagesAPI:
     async def create(self, request: Request) -> Response:
         """``POST /v1/messages``."""
         proxy = self.proxy
-        engine = proxy.engine
+        engine, shadow = proxy.snapshot()
         ctx = RequestContext(request_id=new_message_id(), endpoint=ENDPOINT)
         requested: str | None = None
         try:
@@ -142,27 +147,37 @@ class MessagesAPI:
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 requested = data["model"]
             chat = wire.parse_request(data)
-            route = await proxy.decide(chat, ctx)
+            route = await proxy.decide(chat, ctx, engine, shadow)
         except RequestError as exc:
             return self._rejected(engine, exc, ctx, requested)
+        except Exception as exc:  # a bug, not the client's fault: recorded, answered in Anthropic's shape
+            message = proxy.record_failure(engine, ctx, exc, requested)
+            return self._error("api_error", message, 500, ctx)
         try:
             if chat.stream:
                 streaming = await engine.stream(chat, ctx, route)
-                return self._stream(streaming, chat, ctx)
+                return self._stream(streaming, chat, ctx, engine, shadow)
             completion = await engine.complete(chat, ctx, route)
-            proxy.shadow.after(chat, ctx, completion.record, completion.response)
+            shadow.after(chat, ctx, completion.record, completion.response)
+            body = wire.response_object(
+                completion.response, request_id=ctx.request_id, model=completion.record.model or ""
+            )
+            headers = proxy._headers(completion, ctx, engine)
         except AllAttemptsFailed as exc:
             return self._upstream_failed(exc, ctx)
         except Exception as exc:  # recorded by the engine; the client still gets an Anthropic-shaped answer
             return self._error("api_error", f"internal error: {exc.__class__.__name__}", 500, ctx)
-        body = wire.response_object(
-            completion.response, request_id=ctx.request_id, model=completion.record.model or ""
-        )
-        headers = proxy._headers(completion, ctx)
         headers["request-id"] = ctx.request_id
         return Response(orjson.dumps(body), media_type=_JSON, headers=headers)
 
-    def _stream(self, streaming: StreamingCompletion, chat: ChatRequest, ctx: RequestContext) -> Response:
+    def _stream(
+        self,
+        streaming: StreamingCompletion,
+        chat: ChatRequest,
+        ctx: RequestContext,
+        engine: Engine,
+        shadow: Shadow,
+    ) -> Response:
         writer = wire.StreamWriter(
             message_id=ctx.request_id,
             model=streaming.planned.model,
@@ -170,7 +185,6 @@ class MessagesAPI:
         )
 
         async def events() -> AsyncIterator[bytes]:
-            shadow = self.proxy.shadow
             for name, data in writer.start():
                 yield _sse(name, data)
             try:
@@ -202,7 +216,7 @@ class MessagesAPI:
                     }
                 yield _sse(name, data)
 
-        headers = self.proxy._headers(streaming, ctx)
+        headers = self.proxy._headers(streaming, ctx, engine)
         headers["request-id"] = ctx.request_id
         headers["cache-control"] = "no-cache"
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
@@ -226,8 +240,7 @@ class MessagesAPI:
             ):
                 raise UnknownModelError(model, engine.model_names)
         except RequestError as exc:
-            if exc.code == "request_too_large":
-                exc = _TooLarge(exc.message, param=exc.param, code=exc.code)
+            exc = _as_anthropic(exc)
             return self._error(_error_type(exc), exc.message, exc.status, ctx)
         body = {"input_tokens": estimate_input_tokens(chat)}
         headers = {"request-id": ctx.request_id, "x-tierwise-request-id": ctx.request_id}

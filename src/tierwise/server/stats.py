@@ -2,7 +2,8 @@
 
 The stats are read from the store in a worker thread, so a large window never stalls the event loop.
 Read-only admin views (stats, the dashboard) need the admin key where one is configured; without one they
-answer loopback clients only.
+answer loopback clients only, and never a request that came through a reverse proxy (one carrying
+``X-Forwarded-For``, ``Forwarded`` or ``X-Real-IP``): behind a proxy every client looks like loopback.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
     from tierwise.server.app import Proxy
 
 _JSON = "application/json"
+# How long the stats wait for the store's writer to flush what it holds (the figures may lag one batch).
+STATS_FLUSH_S = 0.3
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_PROXIED = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -41,28 +45,40 @@ def bearer_token(request: Request) -> str:
     return request.headers.get("x-api-key") or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else "")
 
 
-def admin_denied(proxy: Proxy, request: Request, *, token: str | None = None) -> Response | None:
-    """None when the caller may read admin views; else the error response to send."""
+def is_admin(proxy: Proxy, token: str) -> bool:
+    """Whether ``token`` is the configured admin key (False when none is configured)."""
     admin = proxy.config.auth.admin_key
-    if admin is None:
-        host = request.client.host if request.client else ""
-        if host in _LOOPBACK:
+    return admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode())
+
+
+def admin_denied(
+    proxy: Proxy, request: Request, *, token: str | None = None, loopback: bool = True
+) -> Response | None:
+    """None when the caller may use admin endpoints; else the error response to send. Without an admin key,
+    ``loopback`` views answer direct loopback clients (never proxied ones); other admin endpoints are off."""
+    if proxy.config.auth.admin_key is None:
+        if not loopback:
+            message = "admin endpoints are off: set auth.admin_key in the config"
+        elif any(name in request.headers for name in _PROXIED):
+            message = (
+                "this request came through a reverse proxy, so it cannot be told from a remote client: "
+                "set auth.admin_key in the config to read admin views"
+            )
+        elif (request.client.host if request.client else "") in _LOOPBACK:
             return None
-        return _json(
-            wire.error_object(
-                "admin views answer loopback clients only while auth.admin_key is unset",
-                type_="permission_error",
-            ),
-            403,
-        )
-    given = token if token is not None else bearer_token(request)
-    if hmac.compare_digest(given.encode(), admin.get_secret_value().encode()):
+        else:
+            message = "admin views answer loopback clients only while auth.admin_key is unset"
+        return _json(wire.error_object(message, type_="permission_error"), 403)
+    if is_admin(proxy, token if token is not None else bearer_token(request)):
         return None
     return _json(wire.error_object("the admin key is required", type_="authentication_error"), 401)
 
 
 async def stats(proxy: Proxy, request: Request) -> Response:
-    """``GET /v1/tierwise/stats?window=1h&class=...``: per-class figures, cost over time, recent decisions."""
+    """``GET /v1/tierwise/stats?window=1h&class=...``: per-class figures, cost over time, recent decisions.
+
+    The store's writer gets a short flush (``STATS_FLUSH_S``) first, so a worker thread is never held long
+    under load: the figures may lag the newest requests by one write batch."""
     if (denied := admin_denied(proxy, request)) is not None:
         return denied
     window = request.query_params.get("window", "1h")
@@ -82,10 +98,10 @@ async def stats(proxy: Proxy, request: Request) -> Response:
     store = proxy.store
     if store is None:
         return _json(wire.error_object("no store is configured", type_="server_error"), 404)
-    premium = proxy.config.tier_names[-1]
+    premium = proxy.config.premium_tier
 
     def read() -> dict[str, Any]:
-        store.flush(timeout=2.0)
+        store.flush(timeout=STATS_FLUSH_S)
         return build_stats(
             store.query(since=start),
             store.feedback(since=start - 86400),  # a score may come a while after its request
@@ -111,10 +127,16 @@ class _FeedbackBody(BaseModel):
 
 
 async def feedback(proxy: Proxy, request: Request) -> Response:
-    """``POST /v1/tierwise/feedback {request_id, score 0..1 | thumbs up/down, comment}``: quality by class."""
+    """``POST /v1/tierwise/feedback {request_id, score 0..1 | thumbs up/down, comment}``: quality by class.
+
+    Only the key that made a request may score it (the record's ``api_key_id`` is the caller's), or the
+    admin key; feedback without a key scores only requests made without one. Any other request id answers
+    404, as an unknown one does, so request ids cannot be probed."""
     ctx = RequestContext(request_id="", endpoint="tierwise.feedback")
+    admin = is_admin(proxy, bearer_token(request))
     try:
-        proxy._identify(request, ctx)
+        if not admin:
+            proxy._identify(request, ctx)
         data = await proxy._body(request)
         body = validate_body(
             _FeedbackBody, data, param=wire.field_path, unknown=lambda p: f"{p}: unknown field"
@@ -131,11 +153,14 @@ async def feedback(proxy: Proxy, request: Request) -> Response:
         return _json(wire.error_object("no store is configured", type_="server_error"), 404)
 
     def known() -> RoutingRecord | None:
-        store.flush(timeout=2.0)  # the request's own record may still be in the writer's queue
-        return store.get(body.request_id)
+        found = store.get(body.request_id)
+        if found is None:  # the request's own record may still be in the writer's queue
+            store.flush(timeout=2.0)
+            found = store.get(body.request_id)
+        return found
 
     scored = await asyncio.to_thread(known)
-    if scored is None:
+    if scored is None or not (admin or scored.api_key_id == ctx.api_key_id):
         return _json(
             wire.error_object(
                 f"request_id: no request {body.request_id!r} in the records",

@@ -13,6 +13,10 @@ At startup a replica serving a config file the database has never seen publishes
 rolls out to the replicas still running the old one); one whose file the database has seen before, when a
 newer version exists, adopts the newest (a replica restarting with an old file follows the fleet).
 
+A version's ``store`` section is never adopted: a replica keeps its own (the store is never reloaded, and
+``store.redact`` names code to import, which a database row must not choose); it says so on stderr and in
+``status()`` when the row's section differed.
+
 With the SQLite store (one process) there is nothing to share and none of this runs.
 """
 
@@ -32,9 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import yaml
 from pydantic import BaseModel
 
-from tierwise.config import RouterConfig, parse_config_text, read_config_text
+from tierwise.config import RouterConfig, parse_config, parse_config_text, read_config_text
 from tierwise.errors import ConfigError
 from tierwise.store.postgres import PostgresStore
 from tierwise.store.records import ConfigVersion
@@ -152,6 +157,32 @@ def version_of(snapshot: Snapshot, source: str) -> tuple[ConfigVersion, dict[str
     return version, blobs
 
 
+def adopt_config(text: str, source: str, own: RouterConfig) -> tuple[RouterConfig, bool]:
+    """A config version's text validated with ``own``'s ``store`` section in place of the row's, and whether
+    the row's differed. The row's ``store.redact`` is never imported: a row must not choose code to run."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return parse_config_text(text, source), False  # raises ConfigError, saying where
+    if not isinstance(data, dict):
+        return parse_config(data, source), False  # raises ConfigError
+    row_store = data.pop("store", None)
+    differs = False
+    if row_store is not None:
+        if isinstance(row_store, dict):
+            # Validated without ``redact``: only to compare with this replica's own section.
+            safe = {k: v for k, v in row_store.items() if k != "redact"}
+            try:
+                theirs = parse_config({**data, "store": safe}, source).store
+                differs = theirs.model_copy(update={"redact": row_store.get("redact")}) != own.store
+            except ConfigError:
+                differs = True
+        else:
+            differs = True
+    config = parse_config(data, source).model_copy(update={"store": own.store})
+    return config, differs
+
+
 def publish_file(store: PostgresStore, path: str | Path | None, source: str) -> tuple[int, bool]:
     """Publish the config file at ``path`` to every replica (``tierwise learn --apply``); returns the
     version's id and whether it is new (False: the latest version is this config already)."""
@@ -171,6 +202,7 @@ class ConfigSync:
         self.problem: str | None = None  # why the latest version is not served here
         self.unreachable: str | None = None  # why the last poll failed
         self._cache: Path | None = None  # artifacts written from the database
+        self.store_kept: str | None = None  # why the last adopted version's store section was not used
 
     # ---- publishing what this replica loaded ----
 
@@ -270,9 +302,15 @@ class ConfigSync:
         from tierwise.policy.engine import Engine
         from tierwise.providers import build_providers
 
-        config = parse_config_text(
-            version.config_text, f"config version {version.id} ({version.config_name})"
-        )
+        source = f"config version {version.id} ({version.config_name})"
+        config, differs = adopt_config(version.config_text, source, self.proxy.config)
+        self.store_kept = None
+        if differs:
+            self.store_kept = (
+                f"{source} has another store section; this replica keeps its own (the store is never "
+                "reloaded, and store.redact is never taken from the database)"
+            )
+            print(f"tierwise: {self.store_kept}", file=sys.stderr)
         moved: dict[str, str] = {}
         for key, path in artifact_keys(config).items():
             meta = version.artifacts.get(key)
@@ -308,7 +346,10 @@ class ConfigSync:
 
     def status(self) -> dict[str, Any]:
         """For /readyz: the version served, and why not the latest (if so)."""
-        return {"version": self.version_id, "problem": self.problem or self.unreachable}
+        status: dict[str, Any] = {"version": self.version_id, "problem": self.problem or self.unreachable}
+        if self.store_kept is not None:
+            status["store"] = self.store_kept
+        return status
 
     def close(self) -> None:
         if self._cache is not None:

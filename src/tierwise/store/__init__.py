@@ -3,6 +3,7 @@ PostgresStore the one several replicas share. ``open_store`` builds the one a co
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,9 +48,24 @@ class RecordSink(Protocol):
         """Accept a record (or a feedback score, or a shadow comparison) without blocking the caller."""
 
 
+# libpq's connection keywords: a --db value starting "host=", "dbname=", ... is a key=value DSN.
+_DSN_KEYWORDS = frozenset(
+    "host hostaddr port dbname user password passfile service options application_name connect_timeout "
+    "sslmode sslrootcert sslcert sslkey target_session_attrs".split()
+)
+_KEYWORD = re.compile(r"^\s*([A-Za-z_]+)\s*=")
+
+
 def is_dsn(location: str | Path) -> bool:
-    """Whether a ``--db`` value names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+    """Whether a ``--db`` value names a PostgreSQL database rather than a SQLite file: a postgresql:// (or
+    postgres://) URL, or a key=value connection string starting with a libpq keyword (``host=db
+    dbname=x``)."""
+    if not isinstance(location, str):
+        return False
+    if location.startswith(("postgresql://", "postgres://")):
+        return True
+    keyword = _KEYWORD.match(location)
+    return keyword is not None and keyword.group(1).lower() in _DSN_KEYWORDS
 
 
 def open_store(config: StoreConfig, location: str | Path | None = None) -> BatchStore:

@@ -14,6 +14,7 @@ A backend (SQLite, PostgreSQL) supplies: ``_prepare`` (create or migrate the sch
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -25,6 +26,8 @@ import orjson
 
 from tierwise.errors import TierwiseError
 from tierwise.store.records import Attempt, Change, Comparison, Feedback, KeyUsage, RoutingRecord, StoredKey
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(TierwiseError):
@@ -121,27 +124,40 @@ def adding_insert(table: Table, mark: str) -> str:
     )
 
 
-def group_rows(batch: Sequence[Item]) -> Groups:
-    """A batch as rows per table, leaving out the tables it has nothing for."""
+def group_rows(batch: Sequence[Item], bad: list[tuple[Item, Exception]] | None = None) -> Groups:
+    """A batch as rows per table, leaving out the tables it has nothing for. Each item is converted on its
+    own: one that cannot be (a value JSON cannot hold, a wrong type) is left out and, with ``bad``, appended
+    there with its error; without ``bad`` the error is raised."""
     records, feedback, pairs = [], [], []
     usage: dict[tuple[str, str, str], list[Any]] = {}
     minutes: dict[tuple[str, int, str], int] = {}
     for item in batch:
-        if isinstance(item, RoutingRecord):
-            records.append(record_row(item))
-        elif isinstance(item, Feedback):
-            feedback.append(plain_row(item, FEEDBACK))
-        elif isinstance(item, KeyUsage):
-            # Summed per row first: one statement per key and period, however many requests the batch has.
-            for period in item.periods:
-                row = usage.setdefault((item.key_id, period, item.replica), [0.0, 0])
-                row[0] += item.spent_usd
-                row[1] += item.requests
-            if item.minute is not None and item.requests:
-                at = (item.key_id, item.minute, item.replica)
-                minutes[at] = minutes.get(at, 0) + item.requests
-        else:
-            pairs.append(plain_row(item, COMPARISONS))
+        try:
+            if isinstance(item, RoutingRecord):
+                records.append(record_row(item))
+            elif isinstance(item, Feedback):
+                feedback.append(plain_row(item, FEEDBACK))
+            elif isinstance(item, KeyUsage):
+                # Checked before anything is added, so a bad one leaves the sums as they were.
+                dollars, count = float(item.spent_usd), int(item.requests)
+                keys = [(str(item.key_id), str(p), str(item.replica)) for p in item.periods]
+                minute = None if item.minute is None else int(item.minute)
+                # Summed per row first: one statement per key and period, however many requests it has.
+                for key in keys:
+                    row = usage.setdefault(key, [0.0, 0])
+                    row[0] += dollars
+                    row[1] += count
+                if minute is not None and count:
+                    at = (str(item.key_id), minute, str(item.replica))
+                    minutes[at] = minutes.get(at, 0) + count
+            elif isinstance(item, Comparison):
+                pairs.append(plain_row(item, COMPARISONS))
+            else:
+                raise TypeError(f"not a record, feedback, comparison or key usage: {type(item).__name__}")
+        except Exception as exc:
+            if bad is None:
+                raise
+            bad.append((item, exc))
     spent = [(*k, v[0], v[1]) for k, v in usage.items()]
     counted = [(*k, n) for k, n in minutes.items()]
     tables = ((RECORDS, records), (FEEDBACK, feedback), (COMPARISONS, pairs), (KEY_USAGE, spent),
@@ -151,6 +167,8 @@ def group_rows(batch: Sequence[Item]) -> Groups:
 
 _STOP = object()
 _KEEP_ERRORS = 100
+# How long ``close`` waits for the writer to drain the queue (seconds).
+CLOSE_TIMEOUT_S = 30.0
 
 
 class BatchStore(ABC):
@@ -166,10 +184,17 @@ class BatchStore(ABC):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._flushed = threading.Condition()
-        self._pending = 0
-        # Every failed batch (the newest _KEEP_ERRORS), and those since the last batch that was written.
+        # Items are numbered as they are queued (``_submitted``, under ``_flushed``, so the queue's order
+        # is the numbers' order); the writer counts those it is done with (``_done``) in the same order.
+        # ``flush`` waits for the number submitted before it was called, however many come in after.
+        self._submitted = 0
+        self._done = 0
+        # Every failed batch (the newest _KEEP_ERRORS), and those since the last batch that was written
+        # (the newest _KEEP_ERRORS too).
         self.errors: list[str] = []
         self._failing: list[str] = []
+        # Items left out of a batch because they could not be turned into rows.
+        self.dropped = 0
 
     # ---- the backend ----
 
@@ -219,19 +244,29 @@ class BatchStore(ABC):
     def submit(self, record: Item) -> None:
         """Queue a record, a feedback score or a shadow comparison for the writer thread."""
         with self._flushed:
-            self._pending += 1
-        self._queue.put(record)
+            self._submitted += 1
+            self._queue.put(record)
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until everything submitted so far is written (for tests, reports and shutdown)."""
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until everything submitted before this call is written (or failed), for tests, reports
+        and shutdown; what is submitted meanwhile is not waited for. False when ``timeout`` ran out first."""
         with self._flushed:
-            self._flushed.wait_for(lambda: self._pending == 0, timeout)
+            target = self._submitted
+            return self._flushed.wait_for(lambda: self._done >= target, timeout)
 
-    def close(self) -> None:
-        """Write what is queued, then stop the writer thread."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Write what is queued, then stop the writer thread; waits at most ``timeout`` seconds, then logs
+        how many records were left unwritten (the writer is a daemon thread: it dies with the process)."""
         if self._thread is not None:
             self._queue.put(_STOP)
-            self._thread.join()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                with self._flushed:
+                    left = self._submitted - self._done
+                log.warning(
+                    "the record store writer (%s) did not finish within %.0f s; %d records not written",
+                    self.describe(), timeout, left,
+                )  # fmt: skip
             self._thread = None
 
     def problems(self) -> list[str]:
@@ -263,19 +298,30 @@ class BatchStore(ABC):
         finally:
             self._close_writer()
 
+    def _fail(self, message: str) -> None:
+        self.errors = [*self.errors[-(_KEEP_ERRORS - 1) :], message]
+        self._failing = [*self._failing[-(_KEEP_ERRORS - 1) :], message]
+
     def _write_batch(self, batch: list[Item]) -> None:
         try:
-            self._write(group_rows(batch))
+            bad: list[tuple[Item, Exception]] = []
+            groups = group_rows(batch, bad)
+            for item, exc in bad:
+                # Only that item is lost; the rest of its batch is written.
+                self.dropped += 1
+                name = getattr(item, "request_id", None) or getattr(item, "key_id", None) or "?"
+                self._fail(f"dropped a {type(item).__name__} ({name}) that cannot be stored: {exc}")
+            if groups:
+                self._write(groups)
         except Exception as exc:
             # Keep serving; the failure shows on /readyz until a later batch is written.
-            message = f"writing a batch of {len(batch)} rows to {self.describe()} failed: {exc}"
-            self.errors = [*self.errors[-(_KEEP_ERRORS - 1) :], message]
-            self._failing.append(message)
+            self._fail(f"writing a batch of {len(batch)} rows to {self.describe()} failed: {exc}")
         else:
-            self._failing.clear()
+            if not bad:
+                self._failing.clear()
         finally:
             with self._flushed:
-                self._pending -= len(batch)
+                self._done += len(batch)
                 self._flushed.notify_all()
 
     # ---- reading (reports, the stats endpoint, learning) ----

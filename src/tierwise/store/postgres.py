@@ -20,6 +20,7 @@ import functools
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ import orjson
 
 from tierwise.store.base import (
     CHANGE_COLUMNS,
+    CLOSE_TIMEOUT_S,
     BatchStore,
     Groups,
     Row,
@@ -125,6 +127,19 @@ def _api_keys(db: psycopg.Connection[Any]) -> None:
             key_id TEXT NOT NULL, minute BIGINT NOT NULL, replica TEXT NOT NULL, requests INTEGER NOT NULL,
             PRIMARY KEY (key_id, minute, replica))"""
     )
+
+
+@migration
+def _store_batches(db: psycopg.Connection[Any]) -> None:
+    # The batches the writers committed (kept an hour): a batch retried after its connection broke at
+    # COMMIT is found here and not written twice (key usage added twice, feedback duplicated).
+    db.execute("CREATE TABLE store_batches (id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL)")
+    db.execute("CREATE INDEX store_batches_ts ON store_batches (ts)")
+
+
+# How long a committed batch's id is kept (seconds), and how often the old ones are deleted.
+BATCH_ID_KEEP_S = 3600.0
+_BATCH_PRUNE_EVERY_S = 300.0
 
 
 def migrate(db: psycopg.Connection[Any], target: int | None = None) -> int:
@@ -242,6 +257,7 @@ class PostgresStore(BatchStore):
         self._reader: psycopg.Connection[Any] | None = None
         self._reader_lock = threading.Lock()
         self._migrated = False
+        self._batches_pruned = 0.0  # when the writer last deleted old batch ids
 
     def describe(self) -> str:
         return describe_dsn(self._dsn)
@@ -292,19 +308,36 @@ class PostgresStore(BatchStore):
     def _write(self, groups: Groups) -> None:
         import psycopg
 
+        # The batch's id, written in its transaction: when the connection breaks at COMMIT the batch may
+        # be in the database or not, and the retry finds out from this id instead of adding it twice.
+        batch_id = uuid.uuid4().hex
         for attempt in (1, 2):
             if self._writer is None or self._writer.closed:
                 self._writer = self._connect()
             try:
-                with self._writer.transaction(), self._writer.cursor() as cursor:
-                    for table, rows in groups:
-                        cursor.executemany(_insert(table), [_no_nul(r) for r in rows])
+                self._write_once(self._writer, batch_id, groups)
                 return
             except psycopg.OperationalError:
                 # The server went away (restart, failover, idle timeout): reconnect and try once more.
                 self._close_writer()
                 if attempt == 2:
                     raise
+
+    def _write_once(self, db: psycopg.Connection[Any], batch_id: str, groups: Groups) -> None:
+        """One batch in one transaction, unless the batch with this id was committed already."""
+        now = time.time()
+        with db.transaction(), db.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO store_batches (id, ts) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+                (batch_id, now),
+            )
+            if cursor.rowcount == 0:
+                return  # committed by the attempt whose connection broke
+            for table, rows in groups:
+                cursor.executemany(_insert(table), [_no_nul(r) for r in rows])
+            if now - self._batches_pruned >= _BATCH_PRUNE_EVERY_S:
+                cursor.execute("DELETE FROM store_batches WHERE ts < %s", (now - BATCH_ID_KEEP_S,))
+                self._batches_pruned = now
 
     def _close_writer(self) -> None:
         if self._writer is not None:
@@ -351,8 +384,8 @@ class PostgresStore(BatchStore):
         change.id = int(row[0])
         return change.id
 
-    def close(self) -> None:
-        super().close()
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        super().close(timeout)
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()

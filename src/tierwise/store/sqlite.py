@@ -104,17 +104,44 @@ def _api_keys(db: sqlite3.Connection) -> None:
     )
 
 
+def _newer(version: int) -> StoreError:
+    return StoreError(
+        f"the database's tierwise schema is version {version}, newer than this tierwise knows "
+        f"({len(MIGRATIONS)}): upgrade tierwise"
+    )
+
+
+def _version(db: sqlite3.Connection) -> int:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise _newer(version)
+    return version
+
+
 def connect(path: Path) -> sqlite3.Connection:
+    """Open the file and run the migrations it has not had. Another process may migrate at the same time:
+    the version is read again under the write lock (``BEGIN IMMEDIATE``), so each step runs once. A schema
+    newer than this tierwise knows is a StoreError; on any error the connection is closed."""
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-        db.execute("BEGIN IMMEDIATE")
-        step(db)
-        db.execute(f"PRAGMA user_version={number}")
-        db.execute("COMMIT")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        if _version(db) < len(MIGRATIONS):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = _version(db)  # another process may have migrated while we waited for the lock
+                for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                    step(db)
+                    db.execute(f"PRAGMA user_version={number}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+    except BaseException:
+        db.close()
+        raise
     return db
 
 

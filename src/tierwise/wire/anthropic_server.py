@@ -27,6 +27,7 @@ name the field the way Anthropic does (``messages.0.content.1.source``).
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any, Literal
 
@@ -51,6 +52,14 @@ from tierwise.wire.anthropic import STOP_REASON
 
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+_TAG = re.compile(r"<(\s*/?\s*)(document|context)\b", re.IGNORECASE)
+
+
+def _untagged(text: str) -> str:
+    """``text`` with its document and context tags neutralised (``<`` written as ``&lt;``)."""
+    return _TAG.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}", text)
 
 
 class _Metadata(BaseModel):
@@ -217,7 +226,9 @@ class _Reader:
         number = str(len(self.documents) + 1)
         self.documents.append(Document(number, text, title))
         attrs = f' id="{number}"' + (f' title="{escape(title)}"' if title else "")
-        inside = (f"<context>{context}</context>\n" if context else "") + text
+        # The text and context cannot close their tags early or open new ones: a "<document", "</document",
+        # "<context" or "</context" inside them reaches the model as "&lt;document"... (the rest as sent).
+        inside = (f"<context>{_untagged(context)}</context>\n" if context else "") + _untagged(text)
         return f"<document{attrs}>\n{inside}\n</document>"
 
     def messages(self, message: _MessageIn, at: str) -> list[Message]:

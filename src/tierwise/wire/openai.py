@@ -297,10 +297,13 @@ def parse_chunk(data: Any) -> StreamDelta:
     """Read one chat.completion.chunk from an upstream's stream."""
     if not isinstance(data, dict):
         raise ValueError("a stream chunk is not a JSON object")
-    if not isinstance(data.get("choices"), list):
+    choices = data.get("choices")
+    usage = data.get("usage")
+    if choices is None and isinstance(usage, dict):
+        choices = []  # a usage-only chunk (some servers leave out choices, or send null, instead of [])
+    if not isinstance(choices, list):
         raise ValueError("a stream chunk without a choices list")
-    delta = StreamDelta(usage=_usage(data["usage"]) if data.get("usage") else None)
-    choices = data["choices"]
+    delta = StreamDelta(usage=_usage(usage) if usage else None)
     if choices:
         choice = choices[0]
         d = choice.get("delta") or {}
