@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.conftest
 from tests.conftest import RunningProxy, router_config
 
 from tierwise.store import Attempt, Comparison, Feedback, RoutingRecord, SQLiteStore
