@@ -4,10 +4,8 @@ exactly the bytes it is given, and checks on what clients and records saw."""
 
 from __future__ import annotations
 
-import socket
 import socketserver
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +13,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import RunningProxy
 from tierwise.config import RouterConfig, parse_config
 from tierwise.policy.circuit import Circuits
 from tierwise.policy.engine import Engine
 from tierwise.providers import build_providers
-from tierwise.server.app import create_app
 from tierwise.store import RoutingRecord, SQLiteStore
 from tierwise.testing.upstreams import FakeUpstream, Shape
 
@@ -80,47 +77,18 @@ def shaped_config(
     return parse_config(data, "fault test config")
 
 
-class ServedProxy:
+class ServedProxy(RunningProxy):
     """The proxy on uvicorn on a free loopback port; with ``clock``, its engine's breakers read it."""
 
     def __init__(self, config: RouterConfig, db_path: Path, clock: FakeClock | None = None) -> None:
-        self.config = config
-        self.store = SQLiteStore(db_path, flush_interval_s=0.02)
-        engine = None
-        if clock is not None:
+        if clock is None:
+            super().__init__(config, db_path)
+        else:
+            store = SQLiteStore(db_path, flush_interval_s=0.02)
             circuits = Circuits.from_config(config, clock=clock)
-            engine = Engine(config, build_providers(config), sink=self.store, circuits=circuits)
-        self.app = create_app(config, store=self.store, engine=engine)
+            engine = Engine(config, build_providers(config), sink=store, circuits=circuits)
+            super().__init__(config, db_path, store=store, engine=engine)
         self.engine: Engine = self.app.state.proxy.engine
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._sock = sock
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", lifespan="on", http="httptools", access_log=False)
-        )
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the proxy did not start")
-            time.sleep(0.01)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def records(self) -> list[RoutingRecord]:
-        self.store.flush()
-        return self.store.query()
-
-    def record(self, request_id: str) -> RoutingRecord:
-        self.store.flush()
-        found = self.store.get(request_id)
-        assert found is not None, f"no record for {request_id}"
-        return found
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = httpx.get(self.url + "/metrics").text
@@ -135,11 +103,6 @@ class ServedProxy:
         assert ready.status_code == 200
         circuits: dict[str, Any] = ready.json()["circuits"]
         return circuits
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=15)
-        self._sock.close()
 
 
 @pytest.fixture
