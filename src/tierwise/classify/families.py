@@ -348,21 +348,31 @@ def routing_scores(
 def scores_from_risk(
     risk: FloatArray, costs: FloatArray, kappa: float, usable: BoolArray | None = None
 ) -> FloatArray:
-    """routing_scores from each tier's expected quality loss against premium (``risk``, > 0) directly."""
-    costs = np.maximum.accumulate(costs)  # a dearer tier never costs less than a cheaper one
-    saving = costs[-1] - costs[:-1]
+    """routing_scores from each tier's expected quality loss against premium (``risk``, > 0) directly.
+
+    Plain Python over the few tiers: it runs once per request, and numpy's per-call overhead on arrays of
+    two or three numbers is most of its cost."""
+    r = risk.tolist()
+    dearest = -math.inf
+    capped = []
+    for cost in costs.tolist():  # a dearer tier never costs less than a cheaper one
+        dearest = max(dearest, cost)
+        capped.append(dearest)
+    saving = [capped[-1] - c for c in capped[:-1]]
     if usable is not None:
-        saving = np.where(usable, saving, 0.0)
-    out = np.zeros(len(risk))
-    if not np.any(saving > 0):
+        saving = [s if u else 0.0 for s, u in zip(saving, usable.tolist(), strict=True)]
+    out = np.zeros(len(r))
+    candidates = [j for j, s in enumerate(saving) if s > 0]
+    if not candidates:
         return out
-    current = int(np.argmax(np.where(saving > 0, saving - 1e-12 * risk, -np.inf)))
+    # The first tier at the highest saving (ties broken towards the lower risk) is the best at rate 0.
+    current = max(candidates, key=lambda j: (saving[j] - 1e-12 * r[j], -j))
     rate = 0.0
     while True:
-        leave, nxt = saving[current] / risk[current], -1
-        for j in range(len(risk)):
-            if risk[j] < risk[current] and saving[j] > 0:
-                cross = (saving[current] - saving[j]) / (risk[current] - risk[j])
+        leave, nxt = saving[current] / r[current], -1
+        for j in candidates:
+            if r[j] < r[current]:
+                cross = (saving[current] - saving[j]) / (r[current] - r[j])
                 if rate <= cross < leave:
                     leave, nxt = cross, j
         out[current] = leave / (leave + kappa)

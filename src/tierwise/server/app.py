@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import os
 import re
 import signal
 import sys
@@ -42,6 +41,7 @@ from tierwise.providers import build_providers
 from tierwise.server import dashboard as dashboard_page
 from tierwise.server import stats as stats_api
 from tierwise.server import sync as config_sync
+from tierwise.server.ids import random_id
 from tierwise.server.messages import MessagesAPI
 from tierwise.shadow import Shadow, ShadowState
 from tierwise.store import BatchStore, PostgresStore, RecordSink, open_store
@@ -59,7 +59,7 @@ _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 def new_request_id() -> str:
     """A request id nobody can guess (feedback is scored by it): 80 random bits."""
-    return f"chatcmpl-tw{os.urandom(10).hex()}"
+    return random_id("chatcmpl-tw")
 
 
 def header_value(value: str) -> str:

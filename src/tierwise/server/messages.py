@@ -9,7 +9,6 @@ Anthropic, the client gets a message object or a stream of Messages API events.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from tierwise.features import estimate_input_tokens
 from tierwise.messages import ChatRequest, StreamDelta, Usage
 from tierwise.policy.engine import AUTO_MODELS, Engine, RequestContext
 from tierwise.policy.streaming import StreamingCompletion
+from tierwise.server.ids import random_id
 from tierwise.shadow import Shadow
 from tierwise.wire import anthropic_server as wire
 from tierwise.wire.anthropic import ERROR_STATUS
@@ -47,7 +47,7 @@ _JSON = "application/json"
 def new_message_id() -> str:
     """A message id in Anthropic's style; it is also the request's id in the records and headers. Random
     (80 bits): feedback is scored by it, so nobody may guess another client's."""
-    return f"msg_tw{os.urandom(10).hex()}"
+    return random_id("msg_tw")
 
 
 class _TooLarge(RequestError):
