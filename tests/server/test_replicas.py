@@ -34,7 +34,9 @@ def dsn(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture
-def replicas() -> Iterator[list[RunningProxy]]:
+def replicas(dsn: str) -> Iterator[list[RunningProxy]]:
+    """Replicas on the test's schema; stopped before the schema is dropped (a fixture needing ``dsn`` is torn
+    down first), so no replica holds a lock the drop waits for."""
     running: list[RunningProxy] = []
     yield running
     for proxy in running:

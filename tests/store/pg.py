@@ -7,6 +7,7 @@ PostgreSQL tests are skipped, saying so.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,8 +43,15 @@ def pg_schema() -> Iterator[str]:
     try:
         yield in_schema(PG_DSN, schema)
     finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as db:
-            db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        for attempt in range(5):  # a store closing in another thread may still hold a lock for a moment
+            try:
+                with psycopg.connect(PG_DSN, autocommit=True) as db:
+                    db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
 
 def execute(dsn: str, sql: str) -> list[tuple[object, ...]]:
