@@ -38,7 +38,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -51,6 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from overhead import _cpu_model, free_port, train_artifact  # shared with the overhead bench
 
 HERE = Path(__file__).resolve().parent
 LITELLM_SPEC = "litellm[proxy]==1.74.9"
@@ -71,12 +73,6 @@ def body(model: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(port: int, path: str, timeout: float, procs: list[subprocess.Popen[Any]]) -> None:
@@ -214,19 +210,6 @@ def start_passthrough(upstream: int, workdir: Path) -> Gateway:
     return Gateway(
         "b", "aiohttp pass-through (the floor)", port, "cheap-a", procs=[proc], version=aiohttp.__version__
     )
-
-
-def train_artifact(data: Path, workdir: Path) -> Path:
-    """The default learned router (knn) trained on a shared routing eval set and its three suggested tiers."""
-    from tierwise.classify.artifact import save_router
-    from tierwise.classify.learned import LearnedRouter
-    from tierwise.evals.dataset import load_records
-    from tierwise.evals.metrics import OutcomeTable
-
-    models = ["gemma-2-9b-it", "qwen2.5-7b-instruct", "llama-3.1-nemotron-51b-instruct"]
-    records = load_records(data)
-    router = LearnedRouter().fit(records, OutcomeTable.from_records(records, models))
-    return save_router(router, workdir / "router.tw")
 
 
 def start_tierwise(upstream: int, workdir: Path, artifact: Path, key: str = "c") -> Gateway:
@@ -889,16 +872,6 @@ def _pip_version(venv: Path, package: str) -> str:
     code = f"import importlib.metadata as m; print(m.version({package!r}))"
     out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
     return out.stdout.strip() or "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from tests.classify.test_learned import DEFAULTS, MODELS, synthetic_jsonl_rows, 
 from tests.helpers_config import request
 from tierwise.classify.artifact import FORMAT, file_sha256, load_router
 from tierwise.classify.learned import request_features
-from tierwise.policy.engine import LearnedStart
+from tierwise.policy.learned_start import LearnedStart
 
 TIERS = ",".join(MODELS)
 

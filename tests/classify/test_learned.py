@@ -25,7 +25,8 @@ from tests.helpers_config import request, routing_config
 from tierwise.classify.learned import DENSE_FEATURES, LearnedRouter, record_request, request_features
 from tierwise.evals.dataset import EvalRecord, Outcome
 from tierwise.evals.metrics import OutcomeTable
-from tierwise.policy.engine import Engine, LearnedStart
+from tierwise.policy.engine import Engine
+from tierwise.policy.learned_start import LearnedStart
 
 MODELS = ("m-cheap", "m-mid", "m-premium")
 TRAIN_NOUNS = (

@@ -155,7 +155,8 @@ def test_a_route_down_alias_does_not_override_the_blacklist(policy: str) -> None
 def test_the_auto_policy_scores_the_request_once() -> None:
     import numpy as np
 
-    from tierwise.policy.engine import LearnedStart, RequestContext
+    from tierwise.policy.engine import RequestContext
+    from tierwise.policy.learned_start import LearnedStart
 
     class CountingRouter:
         calls = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -12,13 +11,14 @@ import httpx
 import pytest
 
 from tests.conftest import router_config
+from tests.server.test_shadow import comparisons
 from tierwise.errors import AllAttemptsFailed
 from tierwise.policy.engine import Engine
 from tierwise.providers import build_providers
 from tierwise.server.app import Proxy, create_app, header_value
 from tierwise.server.sync import adopt_config
 from tierwise.store import SQLiteStore
-from tierwise.store.records import Attempt, Comparison
+from tierwise.store.records import Attempt
 from tierwise.testing.upstreams import FakeUpstream
 
 ASK = [{"role": "user", "content": "Say hello to the team"}]
@@ -33,16 +33,6 @@ def chat(proxy: Any, headers: dict[str, str] | None = None) -> httpx.Response:
 def message(proxy: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     body = {"model": "tierwise/auto", "max_tokens": 50, "messages": ASK}
     return httpx.post(proxy.base_url + "/messages", json=body, headers={**ANTHROPIC, **(headers or {})})
-
-
-def comparisons(proxy: Any, n: int, timeout: float = 10.0) -> list[Comparison]:
-    deadline = time.monotonic() + timeout
-    while True:
-        proxy.store.flush()
-        found = proxy.store.comparisons()
-        if len(found) >= n or time.monotonic() > deadline:
-            return found
-        time.sleep(0.02)
 
 
 # ---- 1. shadow state survives a reload ----

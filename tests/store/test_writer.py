@@ -50,6 +50,9 @@ class MemoryStore(BatchStore):
     def add_change(self, change: Change) -> int:
         return 0
 
+    def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        return 0
+
 
 def record(n: int) -> RoutingRecord:
     return RoutingRecord(f"r-{n}", time.time(), "openai.chat", "ok", 200)

@@ -98,7 +98,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="The config file to c
     out.print(f"premium (baseline) tier: {cfg.premium_tier}; records: {cfg.store.describe()}")
     classifier = cfg.routing.classifier
     if classifier.type == "learned":
-        from tierwise.policy.engine import LearnedStart
+        from tierwise.policy.learned_start import LearnedStart
 
         try:
             learned = LearnedStart.from_config(cfg)

@@ -133,17 +133,10 @@ def choose(
     router: FloatArray,
     gate: FloatArray,
     quality_share: float,
-    *,
-    confidence: float = 0.8,
-    resamples: int = 200,
-    seed: int = 0,
+    **options: Any,
 ) -> dict[str, float]:
-    """The parameters of the cheapest point that reaches ``quality_share`` of premium-only quality in at least
-    ``confidence`` of ``resamples`` bootstrap resamples of the prompts (``confidence`` 0: on the prompts as
-    they are, the plain cheapest point reaching it). Everything to premium when no point qualifies."""
-    found = cheapest_reaching(
-        table, policy, router, gate, quality_share, confidence=confidence, resamples=resamples, seed=seed
-    )
+    """``cheapest_reaching``'s point (same ``options``), or everything to premium when no point qualifies."""
+    found = cheapest_reaching(table, policy, router, gate, quality_share, **options)
     return {"gate": 1.0 + 1e-9, "hi": 1.0 + 1e-9, "lo": 1.0 + 1e-9} if found is None else found
 
 
@@ -158,8 +151,10 @@ def cheapest_reaching(
     resamples: int = 200,
     seed: int = 0,
 ) -> dict[str, float] | None:
-    """What ``choose`` picks, or None when no point qualifies (``choose`` then sends everything to
-    premium; ``tierwise calibrate`` says so instead)."""
+    """The parameters of the cheapest point that reaches ``quality_share`` of premium-only quality in at least
+    ``confidence`` of ``resamples`` bootstrap resamples of the prompts (``confidence`` 0: on the prompts as
+    they are, the plain cheapest point reaching it); None when no point qualifies (``choose`` then sends
+    everything to premium; ``tierwise calibrate`` says so instead)."""
     candidates = plans(policy, router, gate)
     rows = np.arange(table.n)
     quality = np.stack([table.scores[rows, plan.final] for _, plan in candidates])  # (points, n)

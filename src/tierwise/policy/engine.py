@@ -7,14 +7,11 @@ server state and no globals: everything it needs comes in through the constructo
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import orjson
 
 from tierwise.classify.llm import LLMClassifier, LLMClassifierError
 from tierwise.classify.rules import RulesClassifier
@@ -22,7 +19,6 @@ from tierwise.config import CascadeConfig, RouterConfig
 from tierwise.errors import (
     AllAttemptsFailed,
     BudgetExceeded,
-    ConfigError,
     RequestError,
     UnknownModelError,
     UpstreamError,
@@ -34,15 +30,16 @@ from tierwise.messages import ChatRequest, ChatResponse, Usage
 from tierwise.policy.cascade import run_cascade
 from tierwise.policy.circuit import CIRCUIT_OPEN, GO, SKIP, TRIAL, Circuits
 from tierwise.policy.direct import PlannedModel, fits, plan_from_tier
+from tierwise.policy.keeping import TextKeeper
+from tierwise.policy.learned_start import LearnedStart, by_tier
 from tierwise.policy.streaming import OpenedStream, StreamingCompletion, open_stream
 from tierwise.pricing import Pricing
 from tierwise.providers.base import Provider, ProviderResult
-from tierwise.redact import load_redactor
 from tierwise.store import RecordSink
 from tierwise.store.records import Attempt, RecordStatus, RoutingRecord
 
 if TYPE_CHECKING:
-    from tierwise.classify.learned import LearnedRouter
+    pass
 
 AUTO_MODELS = ("tierwise/auto", "auto")
 CANCELLED = "cancelled before the answer was complete (the client went away or the server shut down)"
@@ -97,50 +94,6 @@ class Route:
         return out
 
 
-class LearnedStart:
-    """The learned classifier's starting tier: the cheapest tier whose P(it will do) reaches its threshold."""
-
-    def __init__(self, router: LearnedRouter, tiers: list[str], thresholds: list[float]) -> None:
-        self.router, self.tiers, self.thresholds = router, tiers, thresholds
-
-    @classmethod
-    def from_config(cls, config: RouterConfig) -> LearnedStart | None:
-        spec = config.routing.classifier
-        if spec.type != "learned" or spec.artifact is None:
-            return None
-        from tierwise.classify.artifact import load_router
-
-        router, meta = load_router(spec.artifact)
-        if len(router.tiers_) != len(config.tiers):
-            raise ConfigError(
-                f"routing.classifier.artifact: {spec.artifact} was trained for {len(router.tiers_)} tiers "
-                f"({', '.join(meta['models'])}), the config has {len(config.tiers)}"
-            )
-        tiers = config.tier_names
-        return cls(router, tiers, [spec.thresholds.get(t, spec.threshold) for t in tiers[:-1]])
-
-    def scores(self, request: ChatRequest) -> tuple[Any, Any]:
-        """The routing scores and the probabilities for one request (one pass over its text). The router
-        computes its own features, exactly as in training: the config's keyword sets may differ."""
-        return self.router.score_and_proba_request(request)
-
-    def start(
-        self, request: ChatRequest, features: Features, scored: tuple[Any, Any] | None = None
-    ) -> tuple[str, str]:
-        """The starting tier and its reason; ``scored`` is ``scores(request)`` when the caller has it."""
-        scores, p = scored if scored is not None else self.scores(request)
-        shown = _by_tier(self.tiers, scores)
-        probs = _by_tier(self.tiers, p)
-        for tier, score, threshold in zip(self.tiers, scores, self.thresholds, strict=False):
-            if score >= threshold:
-                return tier, f"learned:score({shown})>={threshold:g};p({probs})"
-        return self.tiers[-1], f"learned:score({shown})<thresholds;p({probs})"
-
-
-def _by_tier(tiers: list[str], values: Any) -> str:
-    return ",".join(f"{t}:{v:.2f}" for t, v in zip(tiers, values, strict=False))
-
-
 @dataclass(slots=True)
 class Completion:
     response: ChatResponse
@@ -173,13 +126,8 @@ class Engine:
         self._sleep = sleep
         premium = config.tiers[config.premium_tier][0]
         self._baseline_model = premium
-        # store.redact: applied to the prompt and the answer before a record keeps them.
-        self._redact: Callable[[str], str] | None = None
-        if config.store.redact is not None:
-            try:
-                self._redact = load_redactor(config.store.redact)
-            except ValueError as exc:
-                raise ConfigError(f"store.redact: {exc}") from None
+        # What records keep of the conversation and the answer (store.prompts, store.redact).
+        self._keep = TextKeeper.from_config(config)
 
     def _llm_classifier(self) -> LLMClassifier | None:
         spec = self.config.routing.llm_classifier
@@ -321,7 +269,7 @@ class Engine:
         bands = self.config.routing.auto
         # The bands are on the routing scores (what the thresholds compare too), as `tierwise bench` and
         # `tierwise calibrate --policy auto` measure and calibrate them.
-        shown = _by_tier(self.config.tier_names, p)
+        shown = by_tier(self.config.tier_names, p)
         if p[0] >= bands.confident_cheap:
             return (
                 self.config.tier_names[0],
@@ -588,38 +536,6 @@ class Engine:
 
     # ---- records ----
 
-    def _prompt(self, request: ChatRequest) -> str | None:
-        mode = self.config.store.prompts
-        if mode == "none":
-            return None
-        conversation = orjson.dumps([{"role": m.role, "content": m.content} for m in request.messages])
-        if mode == "hash":
-            return "sha256:" + hashlib.sha256(conversation).hexdigest()
-        if self._redact is not None:
-            conversation = orjson.dumps(
-                [{"role": m.role, "content": self._redacted_content(m.content)} for m in request.messages]
-            )
-        return conversation.decode()
-
-    def _redacted(self, text: str) -> str:
-        assert self._redact is not None
-        try:
-            return self._redact(text)
-        except Exception as exc:  # never keep what the hook was meant to mask
-            return f"[not stored: store.redact failed ({exc.__class__.__name__})]"
-
-    def _redacted_content(self, content: Any) -> Any:
-        if isinstance(content, str):
-            return self._redacted(content)
-        if isinstance(content, list):
-            return [
-                {**part, "text": self._redacted(part["text"])}
-                if isinstance(part, dict) and isinstance(part.get("text"), str)
-                else part
-                for part in content
-            ]
-        return content
-
     def baseline_cost(self, usage: Usage) -> float | None:
         """What the premium tier's first model would have charged for the same tokens."""
         return self.pricing.cost(self._baseline_model, usage)
@@ -662,15 +578,10 @@ class Engine:
             baseline_cost_usd=self.baseline_cost(usage),
             latency_ms=(time.perf_counter() - ctx.started) * 1000,
             stream=request.stream,
-            prompt=self._prompt(request),
+            prompt=self._keep.prompt(request),
             response_id=ctx.request_id if response is not None else None,
-            response_text=self._response_text(response),
+            response_text=self._keep.response_text(response),
         )
-
-    def _response_text(self, response: ChatResponse | None) -> str | None:
-        if response is None or response.content is None or self.config.store.prompts != "full":
-            return None
-        return response.content if self._redact is None else self._redacted(response.content)
 
     def _submit(self, record: RoutingRecord) -> None:
         if self.sink is not None:

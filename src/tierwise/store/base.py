@@ -222,9 +222,9 @@ class BatchStore(ABC):
     def add_change(self, change: Change) -> int:
         """Write one config change now (not through the writer thread); returns its id."""
 
+    @abstractmethod
     def _execute(self, sql: str, args: Sequence[Any]) -> int:
         """Run one statement now (not through the writer thread); returns the number of rows it changed."""
-        raise NotImplementedError(f"{type(self).__name__} cannot write outside its writer thread")
 
     # ---- writing ----
 
