@@ -18,7 +18,7 @@ from tests.store.pg import execute, pg_schema
 from tierwise.cli import app
 from tierwise.config import StoreConfig, parse_config
 from tierwise.errors import ConfigError
-from tierwise.keys import Budget, parse_budget, periods
+from tierwise.keys import Budget, parse_budget, periods, rate_limit_wait
 from tierwise.redact import emails_and_numbers
 from tierwise.store import BatchStore, KeyUsage, PostgresStore, SQLiteStore, open_store
 
@@ -207,3 +207,23 @@ def test_a_bad_redaction_hook_is_a_config_error_naming_the_key() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(_config(path), "router.yaml")
         assert str(caught.value).startswith(f"router.yaml: store.redact: {message}")
+
+
+def test_the_rate_limit_counts_a_sliding_minute() -> None:
+    minute = 1_700_000_040.0  # a minute's first second (divisible by 60)
+    assert minute % 60 == 0
+    # Under the limit, with nothing before: admitted.
+    assert rate_limit_wait(10, 9, 0, minute + 30) is None
+    # The previous minute's 10 requests weigh 1 - elapsed: at 30 s, 5 of them still count.
+    assert rate_limit_wait(10, 4, 10, minute + 30) is None
+    assert rate_limit_wait(10, 5, 10, minute + 30) == 1  # 10.0 is not under 10: once a little more has gone
+    # At 15 s, 5 + 7.5 = 12.5: wait until 5 + 10 x (1 - t / 60) < 10, past t = 30, i.e. 15 s and a bit.
+    assert rate_limit_wait(10, 5, 10, minute + 15) == 16
+    # This minute full: not before the next, and then until this minute's 10 decay below the limit.
+    assert rate_limit_wait(10, 10, 0, minute + 50) == 11
+    assert rate_limit_wait(10, 20, 0, minute + 50) == 10 + 30 + 1
+    # No burst of twice the limit around a boundary: after 10 in one minute, the next one's requests are let
+    # through only as the old ones' share decays (one now and then, not ten at once).
+    assert rate_limit_wait(10, 0, 10, minute) == 1
+    assert rate_limit_wait(10, 0, 10, minute + 1) is None  # 10 x 59/60 < 10
+    assert rate_limit_wait(10, 1, 10, minute + 1) == 6  # 1 + 10 x (1 - t/60) < 10 once t > 6

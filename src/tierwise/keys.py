@@ -54,6 +54,24 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(24)
 
 
+def rate_limit_wait(rpm: int, current: int, previous: int, now: float) -> int | None:
+    """None when a request may go now under a limit of ``rpm`` requests per sliding minute, else the whole
+    seconds until one may (for ``retry-after``). The last 60 seconds' count is estimated from the per-minute
+    counts as ``current + previous * (1 - elapsed)``, ``elapsed`` the share of this minute gone (the previous
+    minute's requests taken as spread evenly over it): no burst of 2 x rpm across a minute's boundary."""
+    elapsed = (now % 60) / 60
+    if current + previous * (1 - elapsed) < rpm:
+        return None
+    to_next_minute = 60 - now % 60
+    if current >= rpm:
+        # Not within this minute: in the next one, this minute's count must have decayed below the limit.
+        wait = to_next_minute + 60 * (1 - rpm / current)
+    else:
+        # Later in this minute, once the previous minute's share has decayed enough.
+        wait = 60 * (1 - (rpm - current) / previous) - now % 60
+    return max(1, math.floor(wait + 1e-9) + 1)  # the first whole second past it (1e-9: float rounding)
+
+
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -214,9 +232,12 @@ class KeyRing:
                     )
         minute = int(now // 60)
         if key.rpm is not None:
-            count = self._my_minutes.get((key.id, minute), 0) + self._their_minutes.get((key.id, minute), 0)
-            if count >= key.rpm:
-                retry_after = max(1, math.ceil((minute + 1) * 60 - now))
+            current = self._my_minutes.get((key.id, minute), 0) + self._their_minutes.get((key.id, minute), 0)
+            previous = self._my_minutes.get((key.id, minute - 1), 0) + self._their_minutes.get(
+                (key.id, minute - 1), 0
+            )
+            retry_after = rate_limit_wait(key.rpm, current, previous, now)
+            if retry_after is not None:
                 raise RateLimited(
                     f"the API key {key.id!r} is limited to {key.rpm} requests per minute; "
                     f"try again in {retry_after} s",
@@ -249,7 +270,7 @@ class KeyRing:
         minute = int(now // 60)
         keys = self.store.stored_keys()
         usage = self.store.key_usage(periods(now), excluding=self.replica)
-        minutes = self.store.key_minutes(minute, excluding=self.replica)
+        minutes = self.store.key_minutes(minute - 1, excluding=self.replica)  # the sliding window's two
         if now - self._pruned >= 60:
             self.store.prune_key_minutes(minute - KEEP_MINUTES)
             self._pruned = now

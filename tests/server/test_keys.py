@@ -199,7 +199,8 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(
     assert [post(proxy, secret).status_code for _ in range(2)] == [200, 200]
     with pytest.raises(openai.RateLimitError) as limited:
         chat(proxy, secret)
-    assert limited.value.response.headers["retry-after"] == "50"
+    # Sliding minute: this minute's 2 requests count in full until it ends, and decay through the next.
+    assert limited.value.response.headers["retry-after"] == "51"
     error = limited.value.response.json()["error"]
     assert error["code"] == "rate_limit_exceeded" and "2 requests per minute" in error["message"]
     messages = httpx.post(
@@ -207,11 +208,13 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(
         json={"model": "tierwise/auto", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
         headers={"x-api-key": secret},
     )
-    assert messages.status_code == 429 and messages.headers["retry-after"] == "50"
+    assert messages.status_code == 429 and messages.headers["retry-after"] == "51"
     assert messages.json()["error"]["type"] == "rate_limit_error"
     clock.now += 45
-    assert post(proxy, secret).headers["retry-after"] == "5"
-    clock.now += 5  # the next minute
+    assert post(proxy, secret).headers["retry-after"] == "6"
+    clock.now += 5  # the next minute's first second: the last 60 s still hold 2 requests
+    assert post(proxy, secret).headers["retry-after"] == "1"
+    clock.now += 1
     assert post(proxy, secret).status_code == 200
 
 
