@@ -22,6 +22,7 @@ from tierwise.store.records import Comparison, Feedback, RoutingRecord
 
 if TYPE_CHECKING:
     from tierwise.policy.circuit import Circuits
+    from tierwise.shadow import ShadowState
 
 __all__ = ["CONTENT_TYPE", "Metrics", "MetricsSink"]
 
@@ -126,6 +127,12 @@ class Metrics:
         ``tierwise_circuit_open{model}`` (1 while open or half-open) and ``tierwise_circuit_opened_total``."""
         self.registry.register(_CircuitCollector(source))
 
+    def track_shadow(self, state: ShadowState) -> None:
+        """Expose the shadow comparisons' own state (read at each scrape): ``tierwise_shadow_skipped_total``
+        {reason} (sampled requests not compared: ``budget``, past the day's spend cap; ``busy``, every slot
+        taken), ``tierwise_shadow_running`` and ``tierwise_shadow_spent_usd_today``."""
+        self.registry.register(_ShadowCollector(state))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -175,3 +182,39 @@ class MetricsSink:
         elif isinstance(record, Comparison):
             self.metrics.observe_comparison(record)
         self.inner.submit(record)
+
+
+class _ShadowCollector(Collector):
+    """Reads the shadow state at scrape time: nothing on the request path."""
+
+    REASONS = ("budget", "busy")
+
+    def __init__(self, state: ShadowState) -> None:
+        self._state = state
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        skipped, running, spent = self._families()
+        for reason in self.REASONS:
+            skipped.add_metric([reason], float(self._state.skipped.get(reason, 0)))
+        running.add_metric([], float(len(self._state.tasks)))
+        spent.add_metric([], self._state.spent_today)
+        return iter((skipped, running, spent))
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "tierwise_shadow_skipped",
+                "Requests sampled for a shadow or baseline comparison but not compared, by reason "
+                "(budget: past shadow.max_spend_usd_per_day; busy: shadow.max_concurrent running).",
+                labels=["reason"],
+            ),
+            GaugeMetricFamily("tierwise_shadow_running", "Shadow comparisons running now."),
+            GaugeMetricFamily(
+                "tierwise_shadow_spent_usd_today",
+                "What shadow work (background answers and judging) has spent this UTC day.",
+            ),
+        )

@@ -144,6 +144,11 @@ def test_the_spend_cap_stops_shadow_work(start_proxy: Any, openai_upstream: Fake
     assert comparisons(proxy, 1, timeout=0.2) == []
     assert openai_upstream.requests_for("cheap-a") == []
     assert len(proxy.records()) == 3
+    # Each skipped comparison is counted, by reason, on /metrics.
+    metrics = httpx.get(proxy.base_url.removesuffix("/v1") + "/metrics").text
+    assert 'tierwise_shadow_skipped_total{reason="budget"} 3.0' in metrics
+    assert 'tierwise_shadow_skipped_total{reason="busy"} 0.0' in metrics
+    assert "tierwise_shadow_running 0.0" in metrics and "tierwise_shadow_spent_usd_today 0.0" in metrics
 
 
 def test_failed_background_answers_are_recorded_not_raised(

@@ -509,6 +509,7 @@ def create_app(
     if isinstance(store, PostgresStore):
         proxy.sync = config_sync.ConfigSync(proxy, store, config.store.sync_interval_s)
     metrics.track_circuits(lambda: proxy.engine.circuits)
+    metrics.track_shadow(proxy.shadow_state)
     messages_api = MessagesAPI(proxy)
 
     def on_sighup() -> None:
