@@ -367,3 +367,24 @@ def test_tier_names_is_computed_once_per_tiers() -> None:
     assert cfg == load_config(None)  # the cache is not a field: equality and dumps are unchanged
     other = cfg.model_copy(update={"tiers": {"solo": cfg.tiers[names[0]]}})
     assert other.tier_names == ["solo"] and cfg.tier_names == names
+
+
+def test_two_entries_for_one_upstream_model_must_agree_on_thinking() -> None:
+    models = {
+        "small": {"provider": "up"},
+        "opus-plain": {"provider": "up", "name": "claude-opus", "supports_thinking": False},
+        "opus-deep": {"provider": "up", "name": "claude-opus"},
+    }
+    message = config_error(
+        minimal(models=models, tiers={"cheap": ["small"], "mid": ["opus-plain"], "premium": ["opus-deep"]})
+    )
+    assert (
+        "models.opus-deep.supports_thinking: True disagrees with models.opus-plain.supports_thinking"
+        in message
+    )
+    assert "'claude-opus' on provider 'up'" in message
+    # Agreeing entries, or the same upstream name on two providers, are fine.
+    models["opus-deep"]["supports_thinking"] = False
+    parse_config(
+        minimal(models=models, tiers={"cheap": ["small"], "mid": ["opus-plain"], "premium": ["opus-deep"]})
+    )

@@ -550,9 +550,20 @@ class RouterConfig(_Strict):
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
         problems: list[str] = []
+        thinking: dict[tuple[str, str], tuple[str, bool]] = {}
         for name, model in self.models.items():
             if model.provider not in self.providers:
                 problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+            # The provider knows a model by its upstream name: two entries for one upstream model must agree
+            # on whether it takes extended thinking.
+            upstream = (model.provider, model.name or name)
+            first = thinking.setdefault(upstream, (name, model.supports_thinking))
+            if first[1] != model.supports_thinking:
+                problems.append(
+                    f"models.{name}.supports_thinking: {model.supports_thinking} disagrees with "
+                    f"models.{first[0]}.supports_thinking ({first[1]}); both are {upstream[1]!r} on provider "
+                    f"{upstream[0]!r}"
+                )
         if not self.tiers:
             problems.append("tiers: at least one tier is needed")
         for tier, names in self.tiers.items():
