@@ -51,6 +51,20 @@ class ApiKey(_Strict):
     user_tier: str | None = None
     # The key's team: when set, the request class of its requests (an x-tierwise-class header still wins).
     team: str | None = Field(None, min_length=1)
+    # Limits, as store keys have them (tierwise.keys): "100/month" or "5/day" (US dollars, UTC periods),
+    # requests per sliding minute, and what happens past the budget (None: auth.over_budget).
+    budget: str | None = None
+    rpm: int | None = Field(None, ge=1)
+    over_budget: Literal["refuse", "route_down"] | None = None
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        if value is not None:
+            from tierwise.keys import parse_budget
+
+            parse_budget(value)  # raises ValueError saying what is wrong
+        return value
 
 
 class AuthConfig(_Strict):

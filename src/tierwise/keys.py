@@ -26,7 +26,7 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -35,6 +35,7 @@ from tierwise.errors import BudgetExceeded, RateLimited
 from tierwise.store.records import Comparison, Feedback, KeyUsage, RoutingRecord, StoredKey
 
 if TYPE_CHECKING:
+    from tierwise.config import ApiKey
     from tierwise.policy.engine import RequestContext
     from tierwise.store import BatchStore, RecordSink
 
@@ -196,6 +197,33 @@ class KeyRing:
         self._their_minutes: dict[tuple[str, int], int] = {}
         self._pruned = 0.0
         self.problem: str | None = None  # why the last refresh failed
+        # The store's keys by id, and the config's keys (auth.keys) that have a budget or a rate limit,
+        # counted like store keys; by_id holds both.
+        self._stored: dict[str, StoredKey] = {}
+        self._config_keys: dict[str, StoredKey] = {}
+
+    def set_config_keys(self, keys: Sequence[ApiKey]) -> None:
+        """Take the limits of the config's keys (at startup and on every reload): a key with a ``budget`` or
+        an ``rpm`` is admitted and counted exactly as a store key (its usage rows go by its id)."""
+        limited = {}
+        for k in keys:
+            if k.budget is None and k.rpm is None:
+                continue
+            budget = parse_budget(k.budget) if k.budget is not None else None
+            limited[k.id] = StoredKey(
+                id=k.id,
+                key_sha256=digest(k.key.get_secret_value()),
+                prefix="",
+                created_at=0.0,
+                user_tier=k.user_tier,
+                team=k.team,
+                budget_usd=budget.usd if budget else None,
+                budget_period=budget.period if budget else None,
+                rpm=k.rpm,
+                over_budget=k.over_budget,
+            )
+        self._config_keys = limited
+        self.by_id = {**self._stored, **limited}
 
     # ---- the request path (memory only) ----
 
@@ -284,7 +312,8 @@ class KeyRing:
         now = self.clock()
         snapshot = await asyncio.to_thread(self._read, now)
         self._by_digest = {k.key_sha256: k for k in snapshot.keys}
-        self.by_id = {k.id: k for k in snapshot.keys}
+        self._stored = {k.id: k for k in snapshot.keys}
+        self.by_id = {**self._stored, **self._config_keys}
         self._theirs, self._their_minutes = snapshot.usage, snapshot.minutes
         # This replica's own counts are kept for the current periods and minutes only.
         current = set(periods(self.clock()))

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import RunningProxy, router_config
 from tests.store.pg import pg_schema
+from tierwise.errors import ConfigError
 from tierwise.keys import Budget, create_key, periods
 from tierwise.store import BatchStore, PostgresStore, SQLiteStore
 from tierwise.testing.upstreams import Behaviour, FakeUpstream
@@ -184,6 +185,39 @@ def test_route_down_serves_a_key_over_budget_at_the_cheapest_tier(
             assert raw.headers["x-tierwise-reason"].endswith(";over_budget")
     assert post(proxy, refuse).status_code == 429
     assert post(proxy, own, model="no-such-model").status_code == 404
+
+
+def test_config_keys_have_budgets_and_rate_limits_too(
+    proxies: list[RunningProxy], openai_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    keys = [
+        {"id": "cfg-capped", "key": "sk-cfg-capped", "budget": "0.000001/day"},
+        {"id": "cfg-down", "key": "sk-cfg-down", "budget": "0.000001/month", "over_budget": "route_down"},
+        {"id": "cfg-rpm", "key": "sk-cfg-rpm", "rpm": 1},
+        {"id": "cfg-free", "key": "sk-cfg-free"},
+    ]
+    proxy = serve(proxies, openai_upstream, tmp_path / "records.db", auth={"keys": keys}, clock=Clock())
+    for secret in ("sk-cfg-capped", "sk-cfg-down"):
+        assert chat(proxy, secret, "tierwise/premium").headers["x-tierwise-tier"] == "premium"
+    with pytest.raises(openai.RateLimitError) as refused:
+        chat(proxy, "sk-cfg-capped")
+    assert refused.value.response.json()["error"]["code"] == "budget_exceeded"
+    assert "'cfg-capped' has used its budget" in refused.value.response.json()["error"]["message"]
+    assert chat(proxy, "sk-cfg-down", "tierwise/premium").headers["x-tierwise-tier"] == "cheap"
+    assert post(proxy, "sk-cfg-rpm").status_code == 200
+    limited = post(proxy, "sk-cfg-rpm")
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit_exceeded"
+    # A config key without limits is not counted at all.
+    assert all(post(proxy, "sk-cfg-free").status_code == 200 for _ in range(3))
+    proxy.store.flush()
+    counted = {key_id for key_id, _ in proxy.store.key_usage(periods(Clock()()))}
+    assert counted == {"cfg-capped", "cfg-down", "cfg-rpm"}
+
+
+def test_a_bad_config_key_budget_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        router_config("http://127.0.0.1:9", auth={"keys": [{"id": "a", "key": "k", "budget": "5"}]})
+    assert "auth.keys.0.budget" in str(caught.value) and "DOLLARS/day or DOLLARS/month" in str(caught.value)
 
 
 def test_a_key_over_its_rate_limit_gets_429_with_retry_after(

@@ -127,6 +127,7 @@ class Proxy:
         self._keys = {
             hashlib.sha256(k.key.get_secret_value().encode()).hexdigest(): k for k in config.auth.keys
         }
+        self.keys.set_config_keys(config.auth.keys)
 
     async def reload(self) -> RouterConfig:
         """Load the config again and switch to it; a bad one raises ConfigError and the old one stays."""
