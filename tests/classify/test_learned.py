@@ -22,7 +22,13 @@ import numpy as np
 import pytest
 
 from tests.helpers_config import request, routing_config
-from tierwise.classify.learned import DENSE_FEATURES, LearnedRouter, record_request, request_features
+from tierwise.classify.learned import (
+    DENSE_FEATURES,
+    LearnedRouter,
+    own_features,
+    record_request,
+    request_features,
+)
 from tierwise.evals.dataset import EvalRecord, Outcome
 from tierwise.evals.metrics import OutcomeTable
 from tierwise.policy.engine import Engine
@@ -471,3 +477,22 @@ def test_refitting_as_another_family_forgets_the_old_one() -> None:
     r.fit(a, table)
     assert not hasattr(r, "coef_") and not hasattr(r, "intercept_")
     assert hasattr(r, "neighbours_") and hasattr(r, "cost_coef_")
+
+
+def test_own_features_from_the_engines_equal_the_routers_own_extraction() -> None:
+    """The proxy derives the router's features from the engine's (only the domains matched again): for every
+    kind of prompt they must equal what training computed, whatever keyword sets the config has."""
+    engine = Engine(routing_config(), providers={})
+    texts = [
+        "Translate this sentence into French: the comet is next to the parrot.",
+        "Review this contract clause for liability and indemnification under Delaware law.",
+        "What dosage of this medication is safe? The patient has symptoms of a rash.",
+        "Write a python function that computes the tax on an investment portfolio.\n```python\nx = 1\n```",
+        "Prove that the sum of two even integers is even: $2a + 2b = 2(a+b)$.",
+        "Find the vulnerability in this authentication code; is it an exploit for malware?",
+        "",
+    ]
+    for text in texts:
+        req = request(text)
+        engine_features = engine.classifier.features(req, "paid")
+        assert own_features(req, engine_features) == request_features(req), text

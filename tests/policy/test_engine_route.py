@@ -161,7 +161,7 @@ def test_the_auto_policy_scores_the_request_once() -> None:
     class CountingRouter:
         calls = 0
 
-        def score_and_proba_request(self, _: object) -> tuple[object, object]:
+        def score_and_proba_request(self, *_: object) -> tuple[object, object]:
             CountingRouter.calls += 1
             return np.array([0.5, 0.9]), np.array([0.5, 0.9])
 

@@ -55,6 +55,9 @@ def serve(
         http="httptools",
         log_level="warning",
         access_log=False,
+        # The client address is the peer's: no X-Forwarded-For rewriting (nothing reads a proxied address;
+        # the loopback-only admin views refuse proxied requests outright).
+        proxy_headers=False,
         # SIGTERM/SIGINT: stop accepting, let requests in flight (streams too) finish within the grace
         # period; the app's shutdown then writes every record the store still holds.
         timeout_graceful_shutdown=cfg.server.shutdown_grace_s,

@@ -185,7 +185,7 @@ class Engine:
         scored: tuple[Any, Any] | None = None
         if requested in AUTO_MODELS:
             if start is None and self.learned is not None:
-                scored = self.learned.scores(request)
+                scored = self.learned.scores(request, features)
                 start = self.learned.start(request, features, scored)
             choice = self.classifier.classify(request, features, start)
             tier, reason, request_class = choice.tier, choice.reason, choice.request_class
@@ -212,7 +212,7 @@ class Engine:
                     tier, reason = choice.tier, choice.reason
             elif policy == "auto" and not choice.forced and self.learned is not None:
                 if scored is None:
-                    scored = self.learned.scores(request)
+                    scored = self.learned.scores(request, features)
                 tier, reason, policy = self._auto(tier, scored[0])
         forced = requested in AUTO_MODELS and choice.forced
         if requested in AUTO_MODELS and policy == "cascade":

@@ -35,16 +35,21 @@ class LearnedStart:
         tiers = config.tier_names
         return cls(router, tiers, [spec.thresholds.get(t, spec.threshold) for t in tiers[:-1]])
 
-    def scores(self, request: ChatRequest) -> tuple[Any, Any]:
-        """The routing scores and the probabilities for one request (one pass over its text). The router
-        computes its own features, exactly as in training: the config's keyword sets may differ."""
-        return self.router.score_and_proba_request(request)
+    def scores(self, request: ChatRequest, features: Features | None = None) -> tuple[Any, Any]:
+        """The routing scores and the probabilities for one request (one pass over its text). The router reads
+        its own features, exactly as in training: from the engine's ``features`` when given, with only the
+        domains matched again (the config's keyword sets may differ from the router's)."""
+        from tierwise.classify.learned import own_features
+
+        own = None if features is None else own_features(request, features)
+        return self.router.score_and_proba_request(request, own)
 
     def start(
         self, request: ChatRequest, features: Features, scored: tuple[Any, Any] | None = None
     ) -> tuple[str, str]:
         """The starting tier and its reason; ``scored`` is ``scores(request)`` when the caller has it."""
-        scores, p = scored if scored is not None else self.scores(request)
+        scores, p = scored if scored is not None else self.scores(request, features)
+        scores, p = scores.tolist(), p.tolist()  # plain floats: numpy's own formatting is slower
         shown = by_tier(self.tiers, scores)
         probs = by_tier(self.tiers, p)
         for tier, score, threshold in zip(self.tiers, scores, self.thresholds, strict=False):
