@@ -1,9 +1,10 @@
 """What every record store shares: the queue, the writer thread, batching, flush and close, row conversion,
 and the readers.
 
-``submit`` never blocks the request path: it puts the item on a queue. The writer thread drains the queue
-every ``flush_interval_s`` (or as soon as ``batch_size`` items wait) and hands the batch, already turned into
-rows per table, to the backend's ``_write`` (one transaction). ``close`` drains what is left, so a clean
+``submit`` never blocks the request path: it puts the item on a queue. The writer thread waits for an item,
+lets those that follow within ``GATHER_S`` (5 ms) join it, drains the queue (at most ``batch_size`` items a
+batch) and hands the batch, already turned into rows per table, to the backend's ``_write`` (one
+transaction); idle, it wakes every ``flush_interval_s``. ``close`` drains what is left, so a clean
 shutdown loses nothing. A batch that fails is counted in ``errors`` and the proxy keeps serving; ``problems``
 (what ``/readyz`` shows) lists the failures since the last batch that was written.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -166,6 +168,10 @@ def group_rows(batch: Sequence[Item], bad: list[tuple[Item, Exception]] | None =
 
 
 _STOP = object()
+# How long the writer waits, after an item arrives, for others to join its batch (seconds). Measured with
+# bench/overhead.py's harness (learned routing): sequential latency ~0.15 ms lower than writing each record
+# as it comes, the same throughput at concurrency 50.
+GATHER_S = 0.005
 _KEEP_ERRORS = 100
 # How long ``close`` waits for the writer to drain the queue (seconds).
 CLOSE_TIMEOUT_S = 30.0
@@ -282,6 +288,10 @@ class BatchStore(ABC):
                     item = self._queue.get(timeout=self.flush_interval_s)
                 except queue.Empty:
                     continue
+                if item is not _STOP:
+                    # Let the items that follow it within GATHER_S join its batch: the writer then takes the
+                    # GIL (and a transaction) once per burst, not once per request.
+                    time.sleep(min(GATHER_S, self.flush_interval_s))
                 while True:
                     if item is _STOP:
                         stopping = True
