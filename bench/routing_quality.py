@@ -3,6 +3,7 @@ categories.
 
     .venv/bin/python bench/routing_quality.py [--data-dir ../shared/data]
         [--json bench/results/routing_quality.json] [--readme bench/README.md] [--ablation] [--latency]
+        [--halves N]
 
 In distribution: for each set, prompts whose id hashes even train the router and the rest test it. Across
 categories: a set's categories, ordered by a hash of their names, are dealt alternately into two groups; the
@@ -12,6 +13,8 @@ The tiers are the ones the data README suggests. The routers: the rules, a plain
 defaults; --ablation adds each family without cost-aware scoring. With --readme, the tables between the
 routing-quality markers in that file are replaced. --latency only times the default router instead: trained on
 all of routerbench-train, saved, loaded, and asked for 500 of its prompts one at a time, as the proxy asks.
+--halves N only compares the default router with the plain baseline over N half splits (the id split and
+N - 1 more by a salted hash of the id): how much one split's figures move.
 """
 
 from __future__ import annotations
@@ -59,11 +62,39 @@ def routers(ablation: bool) -> dict[str, ScorerFactory]:
     return out
 
 
-def split_by_id(records: list[EvalRecord]) -> tuple[list[EvalRecord], list[EvalRecord]]:
+def split_by_id(records: list[EvalRecord], salt: str = "") -> tuple[list[EvalRecord], list[EvalRecord]]:
+    """Halves by a hash of each prompt id (with ``salt`` before it: another random half split)."""
     train, test = [], []
     for r in records:
-        (train if hashlib.sha256(r.id.encode()).digest()[0] % 2 == 0 else test).append(r)
+        (train if hashlib.sha256((salt + r.id).encode()).digest()[0] % 2 == 0 else test).append(r)
     return train, test
+
+
+def halves(data_dir: Path, n: int, log: Callable[[str], None]) -> tuple[str, dict[str, Any]]:
+    """The default router and the plain baseline over n half splits of each set: the id split, then n - 1
+    splits by a salted hash of the id (salts "1", "2", ...). One split is noisy; this shows how much."""
+    makers = {k: v for k, v in routers(False).items() if k == "plain tfidf+logreg" or "default" in k}
+    out: dict[str, Any] = {}
+    lines = [
+        "| set | router | " + " | ".join(["id split", *(f"halves {i}" for i in range(1, n))]) + " | mean |",
+        "|---|---|" + "---|" * (n + 1),
+    ]
+    for name in SETS:
+        records = load_records(data_dir / f"{name}.jsonl")
+        splits = [(name, "by id" if i == 0 else f"halves {i}", *split_by_id(records, str(i) if i else ""))
+                  for i in range(n)]  # fmt: skip
+        rows = bench_all(splits, makers, log)
+        for router in makers:
+            got = [r["policies"]["direct"] for r in rows if r["router"] == router]
+            cells = [f"{d['apgr']:.3f} / {pct(d['saving_at_q95'])}" for d in got]
+            mean_apgr = sum(d["apgr"] for d in got) / n
+            mean_q95 = sum(d["saving_at_q95"] for d in got) / n
+            lines.append(f"| {name} | {router} | {' | '.join(cells)} | {mean_apgr:.3f} / {pct(mean_q95)} |")
+            out[f"{name} / {router}"] = {
+                "apgr": [d["apgr"] for d in got], "saving_at_q95": [d["saving_at_q95"] for d in got],
+                "mean_apgr": mean_apgr, "mean_saving_at_q95": mean_q95,
+            }  # fmt: skip
+    return "\n".join(lines), out
 
 
 def category_groups(records: list[EvalRecord]) -> tuple[list[str], list[str]]:
@@ -197,9 +228,19 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, default=None)
     parser.add_argument("--ablation", action="store_true", help="also each family without cost-aware scores")
     parser.add_argument("--latency", action="store_true", help="only time the default router's predictions")
+    parser.add_argument(
+        "--halves", type=int, default=0, metavar="N",
+        help="only APGR / saving at Q95 of the default router and the plain baseline over N half splits",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.latency:
         print(json.dumps(latency(args.data_dir), indent=2))
+        return
+    if args.halves:
+        text, numbers = halves(args.data_dir, args.halves, lambda line: print(line, flush=True))
+        print(text)
+        if args.json != parser.get_default("json"):
+            args.json.write_text(json.dumps(numbers, indent=2) + "\n")
         return
 
     in_distribution, across = [], []
