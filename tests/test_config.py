@@ -369,22 +369,39 @@ def test_tier_names_is_computed_once_per_tiers() -> None:
     assert other.tier_names == ["solo"] and cfg.tier_names == names
 
 
-def test_two_entries_for_one_upstream_model_must_agree_on_thinking() -> None:
-    models = {
-        "small": {"provider": "up"},
-        "opus-plain": {"provider": "up", "name": "claude-opus", "supports_thinking": False},
-        "opus-deep": {"provider": "up", "name": "claude-opus"},
+def test_two_entries_for_one_anthropic_model_must_agree_on_thinking() -> None:
+    providers = {
+        "up": {"type": "openai", "base_url": "http://127.0.0.1:9", "api_key": "sk-test"},
+        "claude": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "sk-ant"},
+        "claude-eu": {"type": "anthropic", "base_url": "http://127.0.0.1:8", "api_key": "sk-ant"},
     }
-    message = config_error(
-        minimal(models=models, tiers={"cheap": ["small"], "mid": ["opus-plain"], "premium": ["opus-deep"]})
-    )
+    models: dict[str, Any] = {
+        "small": {"provider": "up"},
+        "opus-plain": {"provider": "claude", "name": "claude-opus", "supports_thinking": False},
+        "opus-deep": {"provider": "claude", "name": "claude-opus"},
+    }
+    tiers = {"cheap": ["small"], "mid": ["opus-plain"], "premium": ["opus-deep"]}
+    message = config_error(minimal(providers=providers, models=models, tiers=tiers))
     assert (
-        "models.opus-deep.supports_thinking: True disagrees with models.opus-plain.supports_thinking"
+        "models.opus-deep.supports_thinking: true disagrees with models.opus-plain.supports_thinking"
         in message
     )
-    assert "'claude-opus' on provider 'up'" in message
-    # Agreeing entries, or the same upstream name on two providers, are fine.
-    models["opus-deep"]["supports_thinking"] = False
-    parse_config(
-        minimal(models=models, tiers={"cheap": ["small"], "mid": ["opus-plain"], "premium": ["opus-deep"]})
-    )
+    assert "(false); both are 'claude-opus' on provider 'claude'" in message
+    # The same upstream name on two providers is two models; agreeing entries are fine.
+    models["opus-deep"]["provider"] = "claude-eu"
+    parse_config(minimal(providers=providers, models=models, tiers=tiers))
+    models["opus-deep"] |= {"provider": "claude", "supports_thinking": False}
+    parse_config(minimal(providers=providers, models=models, tiers=tiers))
+    # An OpenAI-compatible provider never sends thinking: its entries may say anything.
+    openai_models = {
+        "small": {"provider": "up"},
+        "a": {"provider": "up", "name": "m", "supports_thinking": False},
+        "b": {"provider": "up", "name": "m"},
+    }
+    parse_config(minimal(models=openai_models, tiers={"cheap": ["small"], "mid": ["a"], "premium": ["b"]}))
+
+
+def test_config_keys_need_ids_of_their_own() -> None:
+    keys = [{"id": "team", "key": "k1"}, {"id": "other", "key": "k2"}, {"id": "team", "key": "k3"}]
+    message = config_error(minimal(auth={"keys": keys}))
+    assert "auth.keys.2.id: 'team' is also the id of auth.keys.0" in message

@@ -76,9 +76,22 @@ class AuthConfig(_Strict):
     default_user_tier: str | None = None
     # The key admin endpoints (reload) require; without one they are off.
     admin_key: SecretStr | None = None
-    # What a store key (`tierwise keys create`) past its budget gets when it says nothing itself: refuse
-    # (HTTP 429) or route_down (served at the cheapest tier). docs/keys.md
+    # What a key with a budget (a store key, or one of ``keys``) past it gets when it says nothing itself:
+    # refuse (HTTP 429) or route_down (served at the cheapest tier). docs/keys.md
     over_budget: Literal["refuse", "route_down"] = "refuse"
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AuthConfig:
+        # Records, usage rows and limits go by a key's id: two keys under one id would share them.
+        seen: dict[str, int] = {}
+        problems = []
+        for i, key in enumerate(self.keys):
+            if key.id in seen:
+                problems.append(f"auth.keys.{i}.id: {key.id!r} is also the id of auth.keys.{seen[key.id]}")
+            seen.setdefault(key.id, i)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class OpenAIProviderConfig(_Strict):
@@ -568,16 +581,17 @@ class RouterConfig(_Strict):
         for name, model in self.models.items():
             if model.provider not in self.providers:
                 problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
-            # The provider knows a model by its upstream name: two entries for one upstream model must agree
-            # on whether it takes extended thinking.
-            upstream = (model.provider, model.name or name)
-            first = thinking.setdefault(upstream, (name, model.supports_thinking))
-            if first[1] != model.supports_thinking:
-                problems.append(
-                    f"models.{name}.supports_thinking: {model.supports_thinking} disagrees with "
-                    f"models.{first[0]}.supports_thinking ({first[1]}); both are {upstream[1]!r} on provider "
-                    f"{upstream[0]!r}"
-                )
+            # An Anthropic provider knows a model by its upstream name: two entries for one upstream model
+            # must agree on whether it takes extended thinking (other providers never send thinking).
+            if isinstance(self.providers.get(model.provider), AnthropicProviderConfig):
+                upstream = (model.provider, model.name or name)
+                first = thinking.setdefault(upstream, (name, model.supports_thinking))
+                if first[1] != model.supports_thinking:
+                    problems.append(
+                        f"models.{name}.supports_thinking: {str(model.supports_thinking).lower()} disagrees "
+                        f"with models.{first[0]}.supports_thinking ({str(first[1]).lower()}); both are "
+                        f"{upstream[1]!r} on provider {upstream[0]!r}"
+                    )
         if not self.tiers:
             problems.append("tiers: at least one tier is needed")
         for tier, names in self.tiers.items():

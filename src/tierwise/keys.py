@@ -201,6 +201,7 @@ class KeyRing:
         # counted like store keys; by_id holds both.
         self._stored: dict[str, StoredKey] = {}
         self._config_keys: dict[str, StoredKey] = {}
+        self._clash: list[str] = []
 
     def set_config_keys(self, keys: Sequence[ApiKey]) -> None:
         """Take the limits of the config's keys (at startup and on every reload): a key with a ``budget`` or
@@ -223,7 +224,20 @@ class KeyRing:
                 over_budget=k.over_budget,
             )
         self._config_keys = limited
-        self.by_id = {**self._stored, **limited}
+        self._merge()
+
+    def _merge(self) -> None:
+        """by_id from the store's keys and the config's limited ones; a config key's limits win an id both
+        use (said once on stderr: their usage would be counted together)."""
+        clash = sorted(set(self._stored) & set(self._config_keys))
+        if clash and clash != self._clash:
+            print(
+                f"tierwise: store keys {', '.join(map(repr, clash))} have the id of a key in the config's "
+                "auth.keys; the config key's limits apply to both and their usage is counted together",
+                file=sys.stderr,
+            )
+        self._clash = clash
+        self.by_id = {**self._stored, **self._config_keys}
 
     # ---- the request path (memory only) ----
 
@@ -240,8 +254,9 @@ class KeyRing:
         return mine[0] + theirs[0], int(mine[1]) + theirs[1]
 
     def admit(self, ctx: RequestContext, default_over_budget: OverBudget) -> None:
-        """Let a request of a store key through, or raise BudgetExceeded / RateLimited. A key past its budget
-        whose setting (or else ``default_over_budget``) is route_down gets ``ctx.route_down`` set instead.
+        """Let a request of a key with limits (a store key, or a config key with a budget or an rpm) through,
+        or raise BudgetExceeded / RateLimited. A key past its budget whose setting (or else
+        ``default_over_budget``) is route_down gets ``ctx.route_down`` set instead.
         An admitted request is counted (its minute, its periods' requests)."""
         key = self.by_id.get(ctx.api_key_id or "")
         if key is None or key.revoked_at is not None:
@@ -287,8 +302,8 @@ class KeyRing:
             self.store.submit(KeyUsage(key_id, self.replica, both, cost_usd, requests, minute))
 
     def sink(self, inner: RecordSink) -> RecordSink:
-        """A record sink that counts each finished request's cost against its store key, then hands the
-        record on to ``inner``."""
+        """A record sink that counts each finished request's cost against its key (one in ``by_id``), then
+        hands the record on to ``inner``."""
         return _SpendSink(self, inner)
 
     # ---- reading the store again (off the event loop) ----
@@ -313,7 +328,7 @@ class KeyRing:
         snapshot = await asyncio.to_thread(self._read, now)
         self._by_digest = {k.key_sha256: k for k in snapshot.keys}
         self._stored = {k.id: k for k in snapshot.keys}
-        self.by_id = {**self._stored, **self._config_keys}
+        self._merge()
         self._theirs, self._their_minutes = snapshot.usage, snapshot.minutes
         # This replica's own counts are kept for the current periods and minutes only.
         current = set(periods(self.clock()))

@@ -15,9 +15,11 @@ import anthropic
 import httpx
 import openai
 import pytest
+import yaml
 
 from tests.conftest import RunningProxy, router_config
 from tests.store.pg import pg_schema
+from tierwise.config import load_config
 from tierwise.errors import ConfigError
 from tierwise.keys import Budget, create_key, periods
 from tierwise.store import BatchStore, PostgresStore, SQLiteStore
@@ -212,6 +214,37 @@ def test_config_keys_have_budgets_and_rate_limits_too(
     proxy.store.flush()
     counted = {key_id for key_id, _ in proxy.store.key_usage(periods(Clock()()))}
     assert counted == {"cfg-capped", "cfg-down", "cfg-rpm"}
+
+
+def test_a_reload_changes_a_config_keys_limits(
+    start_proxy: Any, openai_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "router.yaml"
+
+    def write(rpm: int | None) -> None:
+        key: dict[str, Any] = {"id": "cfg", "key": "sk-cfg"} | ({"rpm": rpm} if rpm else {})
+        data = {
+            "providers": {"up": {"type": "openai", "base_url": openai_upstream.base_url}},
+            "models": {m: {"provider": "up"} for m in ("cheap-a", "mid-a", "premium-a")},
+            "tiers": {"cheap": ["cheap-a"], "mid": ["mid-a"], "premium": ["premium-a"]},
+            "auth": {"required": True, "admin_key": ADMIN, "keys": [key]},
+            "store": {"path": str(tmp_path / "records.db")},
+        }
+        path.write_text(yaml.safe_dump(data))
+
+    def reload() -> None:
+        done = httpx.post(proxy.url + "/v1/tierwise/admin/reload", headers={"x-api-key": ADMIN}, timeout=10)
+        assert done.status_code == 200, done.text
+
+    write(None)
+    proxy = start_proxy(load_config(path), config_path=path)
+    assert [post(proxy, "sk-cfg").status_code for _ in range(3)] == [200] * 3
+    write(1)  # a limit added: counted from the reload on
+    reload()
+    assert [post(proxy, "sk-cfg").status_code for _ in range(2)] == [200, 429]
+    write(None)  # and taken away again
+    reload()
+    assert post(proxy, "sk-cfg").status_code == 200
 
 
 def test_a_bad_config_key_budget_is_refused_naming_the_key() -> None:

@@ -105,7 +105,8 @@ class Proxy:
         keys: KeyRing | None = None,
     ) -> None:
         self.store = store
-        # The API keys in the store, their budgets and rate limits (tierwise.keys); auth.keys are _keys.
+        # The API keys in the store, and every key's budget and rate limit (tierwise.keys); auth.keys are
+        # also _keys, by digest, for authentication.
         self.keys = keys if keys is not None else KeyRing(store, interval_s=config.store.sync_interval_s)
         self.config_path = config_path
         # With a PostgreSQL store: the config versions this replica shares with the others.
@@ -231,8 +232,9 @@ class Proxy:
     async def decide(
         self, chat: ChatRequest, ctx: RequestContext, engine: Engine, shadow: Shadow
     ) -> engine_mod.Route:
-        """The route that serves: the baseline model's in shadow mode, else the engine's decision. A store
-        key's budget and rate limit are checked first (LimitExceeded); past its budget it may go down."""
+        """The route that serves: the baseline model's in shadow mode, else the engine's decision. The key's
+        budget and rate limit, if it has any, are checked first (LimitExceeded); past its budget it may go
+        down."""
         self.keys.admit(ctx, engine.config.auth.over_budget)
         if ctx.route_down is not None:
             return await engine.decide(chat, ctx)

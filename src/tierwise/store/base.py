@@ -288,9 +288,10 @@ class BatchStore(ABC):
                     item = self._queue.get(timeout=self.flush_interval_s)
                 except queue.Empty:
                     continue
-                if item is not _STOP:
+                if item is not _STOP and self._queue.qsize() < self.batch_size:
                     # Let the items that follow it within GATHER_S join its batch: the writer then takes the
-                    # GIL (and a transaction) once per burst, not once per request.
+                    # GIL (and a transaction) once per burst, not once per request. A backlog of a whole
+                    # batch or more is written without waiting.
                     time.sleep(min(GATHER_S, self.flush_interval_s))
                 while True:
                     if item is _STOP:
