@@ -4,7 +4,7 @@
                                        [--concurrency 10 50] [--json OUT]
 
 One session, one machine, one loopback upstream that answers at once (tierwise.testing's FakeUpstream with
-record=False, or with ``--upstream instant`` bench/instant_upstream.py), and five ways to reach it:
+record=False, or with ``--upstream instant`` bench/instant_upstream.py), and these ways to reach it:
 
   (a) direct to the upstream;
   (b) bench/passthrough.py: aiohttp server + one pooled aiohttp ClientSession, the floor for a Python proxy;
@@ -14,7 +14,9 @@ record=False, or with ``--upstream instant`` bench/instant_upstream.py), and fiv
       off, no callbacks, access and library logs off, one uvicorn worker;
   (e) Portkey's open-source gateway (@portkey-ai/gateway from npm, on node, --headless), sent to the
       upstream with x-portkey-provider: openai and x-portkey-custom-host;
-  (f) a diagnostic: (c) again with OPENBLAS_NUM_THREADS=1 in its environment (not a tierwise setting).
+  (f) a diagnostic: (c) again with OPENBLAS_NUM_THREADS=1 in its environment (not a tierwise setting);
+  (g) (c) with two worker processes (`tierwise serve --workers 2`);
+  (h) (d) with two worker processes (`litellm --num_workers 2`), to compare (g) with.
 
 LiteLLM and Portkey are installed (into --litellm-venv and --portkey-dir) only when ``--install`` is given;
 otherwise a missing one is skipped with a message saying how to get it. Everything but those installs stays
@@ -214,7 +216,8 @@ def start_passthrough(upstream: int, workdir: Path) -> Gateway:
 
 def start_tierwise(upstream: int, workdir: Path, artifact: Path, key: str = "c") -> Gateway:
     """``key`` "c": tierwise as it ships. "f": the same with OPENBLAS_NUM_THREADS=1 (a diagnostic row: the
-    knn router's matrix-vector products otherwise go through OpenBLAS's thread pool, see the README)."""
+    knn router's matrix-vector products otherwise go through OpenBLAS's thread pool, see the README). "g":
+    the same with two worker processes."""
     port = free_port()
     price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
     config: dict[str, Any] = {
@@ -233,6 +236,9 @@ def start_tierwise(upstream: int, workdir: Path, artifact: Path, key: str = "c")
         label = "tierwise as (c), OPENBLAS_NUM_THREADS=1 (diagnostic)"
         note = "not a tierwise setting: shows what a one-thread BLAS would give"
     cmd = [sys.executable, "-m", "tierwise", "serve", "--config", str(path), "--port", str(port)]
+    if key == "g":
+        cmd += ["--workers", "2"]
+        label, note = "tierwise as (c), 2 worker processes", "tierwise serve --workers 2"
     proc = spawn(cmd, workdir / f"tierwise-{key}.log", env=env)
     wait_http(port, "/healthz", 60, [proc])
     from tierwise import __version__
@@ -242,7 +248,7 @@ def start_tierwise(upstream: int, workdir: Path, artifact: Path, key: str = "c")
     )
 
 
-def start_litellm(venv: Path, upstream: int, workdir: Path) -> Gateway:
+def start_litellm(venv: Path, upstream: int, workdir: Path, workers: int = 1) -> Gateway:
     port = free_port()
     config = {
         "model_list": [
@@ -291,22 +297,22 @@ def start_litellm(venv: Path, upstream: int, workdir: Path) -> Gateway:
         "--port",
         str(port),
         "--num_workers",
-        "1",
+        str(workers),
         "--telemetry",
         "False",
         "--log_config",
         str(workdir / "litellm-log.json"),
     ]
-    proc = spawn(cmd, workdir / "litellm.log", env=env, cwd=workdir)
+    proc = spawn(cmd, workdir / f"litellm-{workers}.log", env=env, cwd=workdir)
     wait_http(port, "/health/liveliness", 120, [proc])
     return Gateway(
-        "d",
-        "LiteLLM proxy",
+        "d" if workers == 1 else "h",
+        "LiteLLM proxy" if workers == 1 else "LiteLLM proxy, 2 worker processes",
         port,
         "cheap-a",
         procs=[proc],
         version=_pip_version(venv, "litellm"),
-        note="1 uvicorn worker, offline, callbacks and logs off",
+        note=f"{workers} uvicorn worker{'s' if workers > 1 else ''}, offline, callbacks and logs off",
     )
 
 
@@ -561,9 +567,12 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def targets(agg: dict[str, Any], levels: list[int], key: str = "c") -> list[dict[str, Any]]:
-    """Issue 8's targets for tierwise (``key`` c; f for the diagnostic row)."""
-    tw, floor, ll = agg.get(key), agg.get("b"), agg.get("d")
+def targets(
+    agg: dict[str, Any], levels: list[int], key: str = "c", litellm: str = "d"
+) -> list[dict[str, Any]]:
+    """Issue 8's targets for tierwise (``key`` c; f for the diagnostic row; g, two workers, against LiteLLM's
+    row ``litellm``)."""
+    tw, floor, ll = agg.get(key), agg.get("b"), agg.get(litellm)
     out: list[dict[str, Any]] = []
     if tw and floor:
         ratio = tw["added_median_vs_b"]
@@ -647,7 +656,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds per throughput run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--upstream", choices=("fake", "instant"), default="fake")
-    parser.add_argument("--only", default="abcdef", help="which gateways to run, e.g. abc")
+    parser.add_argument("--only", default="abcdefgh", help="which gateways to run, e.g. abc")
     parser.add_argument("--install", action="store_true", help="install LiteLLM and Portkey if missing")
     parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/venv-litellm"))
     parser.add_argument("--portkey-dir", type=Path, default=Path("/tmp/portkey"))
@@ -665,15 +674,16 @@ def main() -> None:
     skipped: dict[str, str] = {}
     litellm_bin = args.litellm_venv / "bin" / "litellm"
     portkey_js = args.portkey_dir / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
-    if "d" in args.only and not litellm_bin.exists():
+    if ("d" in args.only or "h" in args.only) and not litellm_bin.exists():
         if args.install:
             print(f"installing {LITELLM_SPEC} into {args.litellm_venv} ...", file=sys.stderr)
             install_litellm(args.litellm_venv)
         else:
-            skipped["d"] = (
-                f"LiteLLM skipped: {litellm_bin} not found; run with --install to pip-install "
-                f"{LITELLM_SPEC!r} into {args.litellm_venv}"
-            )
+            for key in ("d", "h"):
+                skipped[key] = (
+                    f"LiteLLM ({key}) skipped: {litellm_bin} not found; run with --install to pip-install "
+                    f"{LITELLM_SPEC!r} into {args.litellm_venv}"
+                )
     if "e" in args.only and not portkey_js.exists():
         if not shutil.which("node") or not shutil.which("npm"):
             skipped["e"] = "Portkey skipped: node and npm are needed"
@@ -722,6 +732,8 @@ def main() -> None:
             "d": lambda: start_litellm(args.litellm_venv, up.port, workdir),
             "e": lambda: start_portkey(args.portkey_dir, up.port, workdir),
             "f": lambda: tierwise("f"),
+            "g": lambda: tierwise("g"),
+            "h": lambda: start_litellm(args.litellm_venv, up.port, workdir, workers=2),
         }
         for key, start in starters.items():
             if key not in args.only or key in skipped:
@@ -772,7 +784,7 @@ def main() -> None:
         load_after = os.getloadavg()
         elapsed = time.monotonic() - started
         cleanup()
-        written = {k: _count_records(workdir / f"records-{k}.db") for k in ("c", "f") if k in gateways}
+        written = {k: _count_records(workdir / f"records-{k}.db") for k in ("c", "f", "g") if k in gateways}
 
     agg = aggregate(rounds, list(gateways), levels)
     labels = {key: gw.label for key, gw in gateways.items()}
@@ -810,13 +822,19 @@ def main() -> None:
         "summary": agg,
         "targets": targets(agg, levels),
         "targets_diagnostic_f": targets(agg, levels, "f") if "f" in agg else [],
+        # Two workers each: tierwise (g) against the pass-through and against LiteLLM with two workers (h).
+        "targets_two_workers_g": targets(agg, levels, "g", "h") if "g" in agg else [],
         "tierwise_records": records,
         "rounds": rounds,
         "elapsed_s": round(elapsed, 1),
     }
     print(table(agg, labels, levels))
     print()
-    for which, tag in (("targets", ""), ("targets_diagnostic_f", " [(f), diagnostic]")):
+    for which, tag in (
+        ("targets", ""),
+        ("targets_diagnostic_f", " [(f), diagnostic]"),
+        ("targets_two_workers_g", " [(g) against (h): two workers each]"),
+    ):
         for t in result_doc[which]:
             status = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[t["met"]]
             print(f"{status:>12}  {t['target']}{tag}: {t['detail']}")

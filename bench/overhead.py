@@ -82,7 +82,7 @@ def train_artifact(data: Path, workdir: Path) -> Path:
 
 
 def start_proxy(
-    upstream_port: int, port: int, workdir: Path, artifact: Path | None = None
+    upstream_port: int, port: int, workdir: Path, artifact: Path | None = None, workers: int = 1
 ) -> subprocess.Popen[bytes]:
     price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
     config: dict[str, Any] = {
@@ -95,8 +95,9 @@ def start_proxy(
         config["routing"] = {"classifier": {"type": "learned", "artifact": str(artifact), "threshold": 0.8}}
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "tierwise", "serve", "--config", str(path), "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tierwise", "serve", "--config", str(path), "--port", str(port)],
+        [*cmd, "--workers", str(workers)],
         stderr=subprocess.DEVNULL,
     )
     wait_http("127.0.0.1", port, "/healthz")
@@ -205,13 +206,14 @@ def main() -> None:
         default=Path(__file__).parents[2] / "shared" / "data" / "llmrouter-train.jsonl",
         help="for --router learned: the set the router is trained on",
     )
+    parser.add_argument("--workers", type=int, default=1, help="tierwise serve --workers")
     args = parser.parse_args()
 
     proxy_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         upstream, up_port = start_upstream()
         artifact = train_artifact(args.train_data, Path(tmp)) if args.router == "learned" else None
-        proxy = start_proxy(up_port, proxy_port, Path(tmp), artifact)
+        proxy = start_proxy(up_port, proxy_port, Path(tmp), artifact, args.workers)
         try:
             direct_lat = summary(sequential(up_port, "/v1/chat/completions", BODY_DIRECT, args.requests))
             proxy_lat = summary(sequential(proxy_port, "/v1/chat/completions", BODY_AUTO, args.requests))
@@ -231,6 +233,7 @@ def main() -> None:
     result = {
         "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()},
         "router": args.router,
+        "workers": args.workers,
         "requests": args.requests,
         "concurrency": args.concurrency,
         "duration_s": args.duration,

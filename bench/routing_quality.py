@@ -64,7 +64,8 @@ def routers(ablation: bool) -> dict[str, ScorerFactory]:
 
 def split_by_id(records: list[EvalRecord], salt: str = "") -> tuple[list[EvalRecord], list[EvalRecord]]:
     """Halves by a hash of each prompt id (with ``salt`` before it: another random half split)."""
-    train, test = [], []
+    train: list[EvalRecord] = []
+    test: list[EvalRecord] = []
     for r in records:
         (train if hashlib.sha256((salt + r.id).encode()).digest()[0] % 2 == 0 else test).append(r)
     return train, test

@@ -43,6 +43,9 @@ class ServerConfig(_Strict):
     # On SIGTERM/SIGINT: how long (whole seconds) requests in flight, streams included, may take to finish
     # before they are cancelled; the store then writes every record it holds.
     shutdown_grace_s: int = Field(30, ge=0)
+    # Worker processes sharing the port (uvicorn's supervisor; docs/deployment.md): each is a replica of its
+    # own, with its own event loop, store writer and breakers; metrics are summed over them.
+    workers: int = Field(1, ge=1, le=64)
 
 
 class ApiKey(_Strict):

@@ -8,6 +8,7 @@ tierwise_cascaded_total``, the saving ``1 - tierwise_cost_usd_total / tierwise_b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class Metrics:
     def __init__(self) -> None:
         self.registry = reg = CollectorRegistry()
+        self._local: list[Collector] = []
         by_class = ["request_class"]
         self.requests = Counter(
             "tierwise_requests",
@@ -125,16 +127,32 @@ class Metrics:
     def track_circuits(self, source: Callable[[], Circuits]) -> None:
         """Expose the circuit breakers ``source`` returns (read at each scrape, so a reloaded engine's):
         ``tierwise_circuit_open{model}`` (1 while open or half-open) and ``tierwise_circuit_opened_total``."""
-        self.registry.register(_CircuitCollector(source))
+        self._own(_CircuitCollector(source))
+
+    def _own(self, collector: Collector) -> None:
+        """A collector of this process's own state (not summed over workers)."""
+        self.registry.register(collector)
+        self._local.append(collector)
 
     def track_shadow(self, state: ShadowState) -> None:
         """Expose the shadow comparisons' own state (read at each scrape): ``tierwise_shadow_skipped_total``
         {reason} (sampled requests not compared: ``budget``, past the day's spend cap; ``busy``, every slot
         taken), ``tierwise_shadow_running`` and ``tierwise_shadow_spent_usd_today``."""
-        self.registry.register(_ShadowCollector(state))
+        self._own(_ShadowCollector(state))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition. Under ``serve --workers`` (prometheus_client's multiprocess mode, ``PROMETHEUS_
+        MULTIPROC_DIR`` set) the counters and histograms are summed over every worker's files, and the
+        circuit and shadow gauges are this worker's (tierwise.server.workers)."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        for collector in self._local:
+            registry.register(collector)
+        return generate_latest(registry)
 
 
 class _CircuitCollector(Collector):

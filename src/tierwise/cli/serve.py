@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,6 +20,10 @@ def serve(
         str | None, typer.Option(help="Address to bind (default: server.host, 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: server.port, 8080).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes sharing the port (default: server.workers, 1)."),
+    ] = None,
 ) -> None:
     """Start the proxy (OpenAI-compatible API on /v1)."""
     from tierwise.server.threads import single_blas_thread
@@ -33,22 +37,36 @@ def serve(
     cfg = _load(config)
     bind_host = host or cfg.server.host
     bind_port = port if port is not None else cfg.server.port
+    processes = workers if workers is not None else cfg.server.workers
     try:
-        store = open_store(cfg.store).start()  # a store that cannot be opened stops here, said plainly
+        store = open_store(cfg.store)
+        # A store that cannot be opened stops here, said plainly; with workers, the parent only creates or
+        # migrates it (once), and each worker opens its own.
+        store.check() if processes > 1 else store.start()
     except StoreError as exc:
         _fail(f"[red]store error[/red] {exc}")
     try:
-        application = create_app(cfg, store=store, config_path=config)
+        # With workers this app is only a check (each worker builds its own): a config that cannot be served,
+        # a router artifact that cannot be loaded, are said here, once.
+        application: Any = create_app(cfg, store=store, config_path=config)
     except ConfigError as exc:
         _fail(f"[red]config error[/red]\n{exc}")
+    if processes > 1:
+        from tierwise.server import workers as worker_mod
+
+        worker_mod.prepare(config, processes)  # the workers' environment: config path, metrics directory
+        application = worker_mod.FACTORY
     source = str(config) if config else "embedded demo config"
+    many = f", {processes} workers" if processes > 1 else ""
     err.print(
         f"tierwise {__version__} on http://{bind_host}:{bind_port}/v1  ({source}; "
-        f"records: {cfg.store.describe()})",
+        f"records: {cfg.store.describe()}{many})",
         highlight=False,
     )
     uvicorn.run(
         application,
+        factory=processes > 1,
+        workers=processes if processes > 1 else None,
         host=bind_host,
         port=bind_port,
         loop="auto",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import os
 import re
 import signal
 import sys
@@ -41,6 +42,7 @@ from tierwise.providers import build_providers
 from tierwise.server import dashboard as dashboard_page
 from tierwise.server import stats as stats_api
 from tierwise.server import sync as config_sync
+from tierwise.server import workers
 from tierwise.server.ids import random_id
 from tierwise.server.messages import MessagesAPI
 from tierwise.shadow import Shadow, ShadowState
@@ -428,6 +430,10 @@ class Proxy:
         }
         if self.sync is not None:  # the version every replica now follows, or why it was not shared
             summary["config_version"] = self.sync.status()
+        elif workers.restart_all():
+            # Other workers of this server (SQLite: no shared config versions): the supervisor restarts
+            # each, and each reads the config file again (tierwise.server.workers).
+            summary["workers"] = f"restarting all {workers.count()} workers"
         return Response(orjson.dumps(summary), media_type=_JSON)
 
     async def models(self, request: Request) -> Response:
@@ -465,6 +471,8 @@ class Proxy:
         if self.sync is not None:
             # A version this replica cannot apply is reported, not made unready: it still serves the last one.
             body["config_version"] = self.sync.status()
+        if workers.count() > 1:
+            body["worker"] = os.getpid()
         return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
 
 

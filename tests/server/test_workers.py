@@ -1,0 +1,127 @@
+"""`tierwise serve --workers 2`: two worker processes on one port, over a loopback upstream — every request
+answered and recorded, /metrics summed over the workers whichever answers, an admin reload reaching both,
+and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.server.test_reload import write_config
+from tierwise.testing.upstreams import FakeUpstream
+
+ADMIN = "adm-1"  # write_config's admin key
+
+
+def until(check: Callable[[], bool], within_s: float, message: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def server(
+    openai_upstream: FakeUpstream, tmp_path: Path
+) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    path = write_config(tmp_path / "router.yaml", openai_upstream, ["cheap-a"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tierwise",
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TIERWISE_HOME": str(tmp_path)},
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, "the server stopped"
+        try:
+            return httpx.get(url + "/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        until(up, 60, "the server did not start")
+        yield url, path, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=60)
+
+
+def workers_seen(url: str, tries: int = 60) -> set[int]:
+    """The worker pids /readyz names over ``tries`` new connections."""
+    return {httpx.get(url + "/readyz").json()["worker"] for _ in range(tries)}
+
+
+def served(metrics: str) -> float:
+    return sum(
+        float(v)
+        for v in re.findall(r'^tierwise_requests_total\{[^}]*status="ok"[^}]*\} (\S+)$', metrics, re.M)
+    )
+
+
+def test_two_workers_answer_record_and_count_together(
+    server: tuple[str, Path, subprocess.Popen[str]], openai_upstream: FakeUpstream
+) -> None:
+    url, path, proc = server
+    pids = workers_seen(url)
+    assert len(pids) == 2 and proc.pid not in pids  # two workers, both taking connections
+    for i in range(30):  # a new connection each: the kernel spreads them over the workers
+        with openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="tierwise/cheap", messages=[{"role": "user", "content": f"hi {i}"}]
+            )
+        assert raw.http_response.status_code == 200 and raw.headers["x-tierwise-model"] == "cheap-a"
+    # Whichever worker answers the scrape, the counters are both workers' together.
+    for _ in range(6):
+        assert served(httpx.get(url + "/metrics").text) == 30
+
+    # An admin reload (SQLite: no shared config versions) restarts both workers on the new file.
+    write_config(path, openai_upstream, ["cheap-b"])
+    done = httpx.post(url + "/v1/tierwise/admin/reload", headers={"authorization": f"Bearer {ADMIN}"})
+    assert done.status_code == 200 and done.json()["workers"] == "restarting all 2 workers"
+
+    def both_new() -> bool:
+        models = {httpx.post(url + "/v1/chat/completions", json={"model": "tierwise/cheap", "messages": [
+            {"role": "user", "content": "hi"}]}).headers["x-tierwise-model"] for _ in range(10)}  # fmt: skip
+        return models == {"cheap-b"} and not pids & workers_seen(url, 20)
+
+    until(both_new, 60, "the workers did not restart on the new config")
+    assert served(httpx.get(url + "/metrics").text) >= 30 + 10  # the old workers' counts are kept
+
+    # SIGTERM to the parent stops both workers; every request answered is in the store.
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    db = sqlite3.connect(path.parent / "records.db")
+    (ok,) = db.execute("SELECT count(*) FROM records WHERE status = 'ok'").fetchone()
+    answered = len(openai_upstream.requests)
+    assert ok == answered >= 40
