@@ -8,7 +8,6 @@ tierwise_cascaded_total``, the saving ``1 - tierwise_cost_usd_total / tierwise_b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,6 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class Metrics:
     def __init__(self) -> None:
         self.registry = reg = CollectorRegistry()
-        self._local: list[Collector] = []
         by_class = ["request_class"]
         self.requests = Counter(
             "tierwise_requests",
@@ -130,9 +128,8 @@ class Metrics:
         self._own(_CircuitCollector(source))
 
     def _own(self, collector: Collector) -> None:
-        """A collector of this process's own state (not summed over workers)."""
+        """A collector of this process's own state (not exported with several workers)."""
         self.registry.register(collector)
-        self._local.append(collector)
 
     def track_shadow(self, state: ShadowState) -> None:
         """Expose the shadow comparisons' own state (read at each scrape): ``tierwise_shadow_skipped_total``
@@ -141,17 +138,17 @@ class Metrics:
         self._own(_ShadowCollector(state))
 
     def render(self) -> bytes:
-        """The exposition. Under ``serve --workers`` (prometheus_client's multiprocess mode, ``PROMETHEUS_
-        MULTIPROC_DIR`` set) the counters and histograms are summed over every worker's files, and the
-        circuit and shadow gauges are this worker's (tierwise.server.workers)."""
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        """The exposition. Under ``serve --workers`` (prometheus_client's multiprocess mode) the counters and
+        histograms summed over every worker's files, without this process's own circuit and shadow state
+        (tierwise.server.workers says why)."""
+        from tierwise.server import workers
+
+        if workers.count() < 2:
             return generate_latest(self.registry)
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        for collector in self._local:
-            registry.register(collector)
         return generate_latest(registry)
 
 

@@ -88,26 +88,56 @@ def served(metrics: str) -> float:
     )
 
 
+def one_client_per_worker(url: str) -> dict[int, httpx.Client]:
+    """A keep-alive client held by each worker (new connections until both have one)."""
+    clients: dict[int, httpx.Client] = {}
+    for _ in range(60):
+        client = httpx.Client(base_url=url, timeout=10)
+        pid = client.get("/readyz").json()["worker"]
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+        if len(clients) == 2:
+            return clients
+    raise AssertionError("the connections did not reach two workers")
+
+
 def test_two_workers_answer_record_and_count_together(
     server: tuple[str, Path, subprocess.Popen[str]], openai_upstream: FakeUpstream
 ) -> None:
     url, path, proc = server
-    pids = workers_seen(url)
-    assert len(pids) == 2 and proc.pid not in pids  # two workers, both taking connections
+    clients = one_client_per_worker(url)
+    pids = set(clients)
+    assert proc.pid not in pids  # the supervisor serves nothing itself
+    first, second = clients.values()
+    ask = {"model": "tierwise/cheap", "messages": [{"role": "user", "content": "hi"}]}
+    # Each worker answers some; feedback on a request reaches its record from the other worker at once.
+    for i in range(4):
+        answered = (first if i % 2 else second).post("/v1/chat/completions", json=ask)
+        assert answered.status_code == 200
+        rid = answered.headers["x-tierwise-request-id"]
+        scored = (second if i % 2 else first).post(
+            "/v1/tierwise/feedback", json={"request_id": rid, "score": 1}
+        )
+        assert scored.status_code == 200, scored.text
+    # Scrapes through either worker give both workers' counts together.
+    assert served(first.get("/metrics").text) == served(second.get("/metrics").text) == 4
+    for client in clients.values():
+        client.close()
     for i in range(30):  # a new connection each: the kernel spreads them over the workers
         with openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
             raw = client.chat.completions.with_raw_response.create(
                 model="tierwise/cheap", messages=[{"role": "user", "content": f"hi {i}"}]
             )
         assert raw.http_response.status_code == 200 and raw.headers["x-tierwise-model"] == "cheap-a"
-    # Whichever worker answers the scrape, the counters are both workers' together.
     for _ in range(6):
-        assert served(httpx.get(url + "/metrics").text) == 30
+        assert served(httpx.get(url + "/metrics").text) == 34
 
     # An admin reload (SQLite: no shared config versions) restarts both workers on the new file.
     write_config(path, openai_upstream, ["cheap-b"])
     done = httpx.post(url + "/v1/tierwise/admin/reload", headers={"authorization": f"Bearer {ADMIN}"})
-    assert done.status_code == 200 and done.json()["workers"] == "restarting all 2 workers"
+    assert done.status_code == 200 and done.json()["workers"] == "restart of all 2 workers requested"
 
     def both_new() -> bool:
         models = {httpx.post(url + "/v1/chat/completions", json={"model": "tierwise/cheap", "messages": [
@@ -115,7 +145,7 @@ def test_two_workers_answer_record_and_count_together(
         return models == {"cheap-b"} and not pids & workers_seen(url, 20)
 
     until(both_new, 60, "the workers did not restart on the new config")
-    assert served(httpx.get(url + "/metrics").text) >= 30 + 10  # the old workers' counts are kept
+    assert served(httpx.get(url + "/metrics").text) >= 34 + 10  # the old workers' counts are kept
 
     # SIGTERM to the parent stops both workers; every request answered is in the store.
     proc.send_signal(signal.SIGTERM)
@@ -124,4 +154,4 @@ def test_two_workers_answer_record_and_count_together(
     db = sqlite3.connect(path.parent / "records.db")
     (ok,) = db.execute("SELECT count(*) FROM records WHERE status = 'ok'").fetchone()
     answered = len(openai_upstream.requests)
-    assert ok == answered >= 40
+    assert ok == answered >= 44

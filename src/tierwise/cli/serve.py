@@ -54,6 +54,7 @@ def serve(
     if processes > 1:
         from tierwise.server import workers as worker_mod
 
+        store.release()  # the parent holds no connection: each worker opens its own
         worker_mod.prepare(config, processes)  # the workers' environment: config path, metrics directory
         application = worker_mod.FACTORY
     source = str(config) if config else "embedded demo config"
@@ -79,7 +80,16 @@ def serve(
         # SIGTERM/SIGINT: stop accepting, let requests in flight (streams too) finish within the grace
         # period; the app's shutdown then writes every record the store still holds.
         timeout_graceful_shutdown=cfg.server.shutdown_grace_s,
+        # With workers: how long a restarted worker (SIGHUP, an admin reload) may take to start before the
+        # supervisor gives up on the rolling restart (uvicorn's default, 5 s, is short for a large router).
+        timeout_worker_healthcheck=worker_startup_s(),
     )
+
+
+def worker_startup_s() -> int:
+    from tierwise.server.workers import STARTUP_TIMEOUT_S
+
+    return STARTUP_TIMEOUT_S
 
 
 @app.command("check-config")

@@ -430,10 +430,14 @@ class Proxy:
         }
         if self.sync is not None:  # the version every replica now follows, or why it was not shared
             summary["config_version"] = self.sync.status()
-        elif workers.restart_all():
+        elif (asked := workers.restart_all()) is not None:
             # Other workers of this server (SQLite: no shared config versions): the supervisor restarts
             # each, and each reads the config file again (tierwise.server.workers).
-            summary["workers"] = f"restarting all {workers.count()} workers"
+            summary["workers"] = (
+                f"restart of all {workers.count()} workers requested"
+                if asked
+                else "this worker only: its supervisor is gone, the others were not restarted"
+            )
         return Response(orjson.dumps(summary), media_type=_JSON)
 
     async def models(self, request: Request) -> Response:

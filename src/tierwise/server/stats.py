@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 _JSON = "application/json"
 # How long the stats wait for the store's writer to flush what it holds (the figures may lag one batch).
 STATS_FLUSH_S = 0.3
+# Beyond the store writers' flush interval, how long feedback waits for a record another process writes (s).
+FEEDBACK_WAIT_S = 0.25
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _PROXIED = ("x-forwarded-for", "forwarded", "x-real-ip")
 
@@ -156,6 +158,11 @@ async def feedback(proxy: Proxy, request: Request) -> Response:
         found = store.get(body.request_id)
         if found is None:  # the request's own record may still be in the writer's queue
             store.flush(timeout=2.0)
+            found = store.get(body.request_id)
+        # ... or in another worker's or replica's: their writers take up to flush_interval_s.
+        deadline = time.monotonic() + proxy.config.store.flush_interval_s + FEEDBACK_WAIT_S
+        while found is None and time.monotonic() < deadline:
+            time.sleep(0.05)
             found = store.get(body.request_id)
         return found
 

@@ -12,7 +12,9 @@ What the workers share besides the store:
 - **Metrics**: prometheus_client's multiprocess mode. The parent makes an empty directory and names it in
   ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports prometheus_client; every worker's counters and
   histograms go to files there, and ``GET /metrics``, whichever worker answers, sums them over all workers,
-  those restarted or gone included. The circuit-breaker and shadow gauges are the answering worker's own.
+  those restarted or gone included. The circuit-breaker and shadow-state metrics, which only the worker
+  holding them could give (and a counter that changed with the worker answering would look reset), are left
+  out; ``/readyz`` shows the answering worker's circuits.
 - **Reloads**: ``SIGHUP`` to the parent (the supervisor) restarts the workers one by one, each new one
   ready before the old one stops, and each reads the config file again. ``POST /v1/tierwise/admin/reload``
   reloads the worker that answers and then, with the SQLite store, sends the parent that ``SIGHUP`` so that
@@ -21,7 +23,7 @@ What the workers share besides the store:
   finish within ``server.shutdown_grace_s``, every record is written).
 
 Per worker, not shared: the shadow comparisons' daily spend cap and concurrency bound (so the fleet's are N
-times the config's) and the circuit breakers.
+times the config's; a restart, so a reload, starts each worker's day's spend again) and the circuit breakers.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ WORKERS_ENV = "TIERWISE_WORKERS"
 SUPERVISOR_ENV = "TIERWISE_SUPERVISOR_PID"
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FACTORY = "tierwise.server.workers:app"
+# How long a worker may take to start in a rolling restart before the supervisor gives up on it (seconds).
+STARTUP_TIMEOUT_S = 60
 
 
 def prepare(config_path: Path | None, workers: int) -> None:
@@ -63,13 +67,19 @@ def count() -> int:
         return 1
 
 
-def restart_all() -> bool:
-    """Ask the supervisor to restart every worker (each reads the config again); False when this process is
-    not one of several workers."""
+def restart_all() -> bool | None:
+    """Ask the supervisor to restart every worker (each reads the config again): True when asked, None when
+    this process is not one of several workers, False when its supervisor is gone (the worker was orphaned:
+    nobody to ask, and the pid may be another process's by now)."""
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if count() < 2 or not supervisor:
+        return None
+    if os.getppid() != int(supervisor):
         return False
-    os.kill(int(supervisor), signal.SIGHUP)
+    try:
+        os.kill(int(supervisor), signal.SIGHUP)
+    except ProcessLookupError:
+        return False
     return True
 
 

@@ -275,6 +275,9 @@ class BatchStore(ABC):
                 )  # fmt: skip
             self._thread = None
 
+    def release(self) -> None:  # noqa: B027 - a hook: SQLite holds nothing between reads
+        """Close the connections reads hold (they reopen when needed); nothing to do for SQLite."""
+
     def problems(self) -> list[str]:
         """The write failures since the last batch that was written (the newest three)."""
         return list(self._failing[-3:])

@@ -339,6 +339,12 @@ class PostgresStore(BatchStore):
                 cursor.execute("DELETE FROM store_batches WHERE ts < %s", (now - BATCH_ID_KEEP_S,))
                 self._batches_pruned = now
 
+    def release(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
     def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
