@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 
 from tests.server.test_reload import write_config
 from tierwise.testing.upstreams import FakeUpstream
@@ -32,31 +33,29 @@ def until(check: Callable[[], bool], within_s: float, message: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def server(
-    openai_upstream: FakeUpstream, tmp_path: Path
-) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
-    path = write_config(tmp_path / "router.yaml", openai_upstream, ["cheap-a"])
+def start(path: Path, home: Path) -> tuple[str, subprocess.Popen[str]]:
+    """`tierwise serve --config PATH --workers 2` on a free port, once /healthz answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tierwise",
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tierwise",
-            "serve",
-            "--config",
-            str(path),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
+        cmd,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "TIERWISE_HOME": str(tmp_path)},
+        env={**os.environ, "TIERWISE_HOME": str(home)},
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -69,6 +68,20 @@ def server(
 
     try:
         until(up, 60, "the server did not start")
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=30)
+        raise
+    return url, proc
+
+
+@pytest.fixture
+def server(
+    openai_upstream: FakeUpstream, tmp_path: Path
+) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    path = write_config(tmp_path / "router.yaml", openai_upstream, ["cheap-a"])
+    url, proc = start(path, tmp_path)
+    try:
         yield url, path, proc
     finally:
         if proc.poll() is None:
@@ -155,3 +168,49 @@ def test_two_workers_answer_record_and_count_together(
     (ok,) = db.execute("SELECT count(*) FROM records WHERE status = 'ok'").fetchone()
     answered = len(openai_upstream.requests)
     assert ok == answered >= 44
+
+
+def test_two_workers_on_postgresql_follow_one_config_version(
+    openai_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """With PostgreSQL the workers are replicas: an admin reload through one publishes a config version the
+    other adopts (no restart), and both write to the one database."""
+    from tests.store.pg import execute, pg_schema
+
+    with pg_schema() as dsn:
+        path = tmp_path / "router.yaml"
+
+        def write(cheap: str) -> None:
+            write_config(path, openai_upstream, [cheap])
+            data = yaml.safe_load(path.read_text())
+            data["store"] = {"type": "postgres", "dsn": dsn, "sync_interval_s": 0.2}
+            path.write_text(yaml.safe_dump(data))
+
+        write("cheap-a")
+        url, proc = start(path, tmp_path)
+        try:
+            clients = one_client_per_worker(url)
+            ask = {"model": "tierwise/cheap", "messages": [{"role": "user", "content": "hi"}]}
+            for client in clients.values():
+                assert client.post("/v1/chat/completions", json=ask).headers["x-tierwise-model"] == "cheap-a"
+            write("cheap-b")
+            first, second = clients.values()
+            done = first.post("/v1/tierwise/admin/reload", headers={"authorization": f"Bearer {ADMIN}"})
+            assert done.status_code == 200 and "workers" not in done.json()  # no restart: a config version
+            until(
+                lambda: (
+                    second.post("/v1/chat/completions", json=ask).headers["x-tierwise-model"] == "cheap-b"
+                ),
+                10,
+                "the other worker did not adopt the published version",
+            )
+            # The same worker processes serve on (nothing restarted).
+            assert {c.get("/readyz").json()["worker"] for c in clients.values()} == set(clients)
+            for client in clients.values():
+                client.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        ((ok,),) = execute(dsn, "SELECT count(*) FROM records WHERE status = 'ok'")
+        assert ok == len(openai_upstream.requests) >= 3
