@@ -32,6 +32,7 @@ def serve(
     import uvicorn
 
     from tierwise.server.app import create_app
+    from tierwise.server.workers import STARTUP_TIMEOUT_S
     from tierwise.store import StoreError, open_store
 
     cfg = _load(config)
@@ -42,7 +43,10 @@ def serve(
         store = open_store(cfg.store)
         # A store that cannot be opened stops here, said plainly; with workers, the parent only creates or
         # migrates it (once), and each worker opens its own.
-        store.check() if processes > 1 else store.start()
+        if processes > 1:
+            store.check()
+        else:
+            store.start()
     except StoreError as exc:
         _fail(f"[red]store error[/red] {exc}")
     try:
@@ -82,14 +86,8 @@ def serve(
         timeout_graceful_shutdown=cfg.server.shutdown_grace_s,
         # With workers: how long a restarted worker (SIGHUP, an admin reload) may take to start before the
         # supervisor gives up on the rolling restart (uvicorn's default, 5 s, is short for a large router).
-        timeout_worker_healthcheck=worker_startup_s(),
+        timeout_worker_healthcheck=STARTUP_TIMEOUT_S,
     )
-
-
-def worker_startup_s() -> int:
-    from tierwise.server.workers import STARTUP_TIMEOUT_S
-
-    return STARTUP_TIMEOUT_S
 
 
 @app.command("check-config")
