@@ -27,8 +27,15 @@ ADMIN = "adm-1"  # write_config's admin key
 
 
 def until(check: Callable[[], bool], within_s: float, message: str) -> None:
+    """Wait for ``check``; a connection dropped meanwhile counts as not yet (a worker that is stopping in a
+    rolling restart closes the connections it accepted but has no request on yet)."""
     deadline = time.monotonic() + within_s
-    while not check():
+    while True:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
         assert time.monotonic() < deadline, message
         time.sleep(0.1)
 
@@ -104,11 +111,13 @@ def served(metrics: str) -> float:
 def one_client_per_worker(url: str) -> dict[int, httpx.Client]:
     """A keep-alive client held by each worker (new connections until both have one)."""
     clients: dict[int, httpx.Client] = {}
-    for _ in range(60):
+    deadline = time.monotonic() + 30  # the second worker may still be starting
+    while time.monotonic() < deadline:
         client = httpx.Client(base_url=url, timeout=10)
         pid = client.get("/readyz").json()["worker"]
         if pid in clients:
             client.close()
+            time.sleep(0.02)
         else:
             clients[pid] = client
         if len(clients) == 2:
