@@ -9,7 +9,7 @@ tierwise_cascaded_total``, the saving ``1 - tierwise_cost_usd_total / tierwise_b
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
@@ -27,11 +27,25 @@ if TYPE_CHECKING:
 __all__ = ["CONTENT_TYPE", "Metrics", "MetricsSink"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# With several workers, how each worker's own state is combined at a scrape (prometheus_client's multiprocess
+# gauge modes): a breaker counts as open if it is in any live worker; the counts are summed over every worker
+# that ever ran (a restarted worker's files stay, so the sums never go down); what is running now and the
+# day's spend, over the live workers.
+WORKER_MODES: dict[str, Literal["livemax", "sum", "livesum"]] = {
+    "tierwise_circuit_open": "livemax",
+    "tierwise_circuit_opened_total": "sum",
+    "tierwise_shadow_skipped_total": "sum",
+    "tierwise_shadow_running": "livesum",
+    "tierwise_shadow_spent_usd_today": "livesum",
+}
+WORKER_PUBLISH_S = 1.0
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = reg = CollectorRegistry()
+        self._local: list[Collector] = []
+        self._worker_gauges: dict[str, Any] = {}
         by_class = ["request_class"]
         self.requests = Counter(
             "tierwise_requests",
@@ -128,8 +142,32 @@ class Metrics:
         self._own(_CircuitCollector(source))
 
     def _own(self, collector: Collector) -> None:
-        """A collector of this process's own state (not exported with several workers)."""
+        """A collector of this process's own state: read at each scrape with one process; with several
+        workers, copied into shared gauges (publish_worker_state)."""
         self.registry.register(collector)
+        self._local.append(collector)
+
+    def publish_worker_state(self) -> None:
+        """With several workers (prometheus_client's multiprocess mode): this worker's circuit and shadow
+        state into multiprocess gauges, which a scrape through any worker combines per WORKER_MODES (the
+        breakers' state: the max over the live workers; counts: summed over all, restarted ones included).
+        Each worker publishes every WORKER_PUBLISH_S and just before answering a scrape."""
+        from prometheus_client import Gauge
+
+        for collector in self._local:
+            for family in collector.collect():
+                for sample in family.samples:
+                    gauge = self._worker_gauges.get(sample.name)
+                    if gauge is None:
+                        gauge = Gauge(
+                            sample.name,
+                            family.documentation,
+                            list(sample.labels),
+                            multiprocess_mode=WORKER_MODES[sample.name],
+                            registry=None,
+                        )
+                        self._worker_gauges[sample.name] = gauge
+                    (gauge.labels(**sample.labels) if sample.labels else gauge).set(sample.value)
 
     def track_shadow(self, state: ShadowState) -> None:
         """Expose the shadow comparisons' own state (read at each scrape): ``tierwise_shadow_skipped_total``
@@ -138,15 +176,15 @@ class Metrics:
         self._own(_ShadowCollector(state))
 
     def render(self) -> bytes:
-        """The exposition. Under ``serve --workers`` (prometheus_client's multiprocess mode) the counters and
-        histograms summed over every worker's files, without this process's own circuit and shadow state
-        (tierwise.server.workers says why)."""
+        """The exposition. Under ``serve --workers`` (prometheus_client's multiprocess mode) every worker's
+        files combined: counters and histograms summed, the circuit and shadow state as WORKER_MODES says."""
         from tierwise.server import workers
 
         if workers.count() < 2:
             return generate_latest(self.registry)
         from prometheus_client import multiprocess
 
+        self.publish_worker_state()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)

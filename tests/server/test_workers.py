@@ -223,3 +223,37 @@ def test_two_workers_on_postgresql_follow_one_config_version(
         assert proc.returncode == 0, stderr
         ((ok,),) = execute(dsn, "SELECT count(*) FROM records WHERE status = 'ok'")
         assert ok == len(openai_upstream.requests) >= 3
+
+
+def test_each_workers_own_state_is_combined_in_metrics(openai_upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Shadow comparisons each worker skips (its own state, not a record) add up across the workers, and the
+    breakers' gauges are there, whichever worker answers the scrape."""
+    path = write_config(tmp_path / "router.yaml", openai_upstream, ["cheap-a"])
+    data = yaml.safe_load(path.read_text())
+    data |= {"mode": "shadow", "shadow": {"sample": 1.0, "max_spend_usd_per_day": 0}}
+    path.write_text(yaml.safe_dump(data))
+    url, proc = start(path, tmp_path)
+    try:
+        clients = one_client_per_worker(url)
+        ask = {"model": "tierwise/auto", "messages": [{"role": "user", "content": "Say hello"}]}
+        for n, client in zip((3, 2), clients.values(), strict=True):
+            for _ in range(n):
+                assert client.post("/v1/chat/completions", json=ask).status_code == 200
+
+        def skipped(client: httpx.Client) -> float:
+            found = re.search(r'^tierwise_shadow_skipped_total\{reason="budget"\} (\S+)$', client.get(
+                "/metrics").text, re.M)  # fmt: skip
+            return float(found.group(1)) if found else -1.0
+
+        first, second = clients.values()
+        until(
+            lambda: skipped(first) == skipped(second) == 5, 10, "the skips were not summed over the workers"
+        )
+        metrics = first.get("/metrics").text
+        assert re.search(r'^tierwise_circuit_open\{model="premium-a"\} 0\.0$', metrics, re.M)
+        assert re.search(r"^tierwise_shadow_running 0\.0$", metrics, re.M)
+        for client in clients.values():
+            client.close()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)

@@ -543,12 +543,14 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         hooked = False
-        keys_task = syncing = None
+        keys_task = syncing = publishing = None
         # Everything after the store starts is inside the try: a failing startup step still closes it.
         await asyncio.to_thread(store.start)
         try:
             await proxy.keys.refresh()  # the store's API keys, before the first request
             keys_task = asyncio.create_task(proxy.keys.run())
+            if workers.count() > 1:
+                publishing = asyncio.create_task(workers.publish_state(metrics))
             if proxy.sync is not None:
                 await proxy.sync.startup()
                 syncing = asyncio.create_task(proxy.sync.run())
@@ -561,10 +563,12 @@ def create_app(
         finally:
             if hooked:
                 loop.remove_signal_handler(signal.SIGHUP)
-            for task in (keys_task, syncing):
+            for task in (keys_task, syncing, publishing):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
+            if publishing is not None:
+                workers.stopped()  # this worker's live gauges leave the sums
             try:
                 await proxy.aclose()
             finally:

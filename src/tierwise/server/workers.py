@@ -12,9 +12,9 @@ What the workers share besides the store:
 - **Metrics**: prometheus_client's multiprocess mode. The parent makes an empty directory and names it in
   ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports prometheus_client; every worker's counters and
   histograms go to files there, and ``GET /metrics``, whichever worker answers, sums them over all workers,
-  those restarted or gone included. The circuit-breaker and shadow-state metrics, which only the worker
-  holding them could give (and a counter that changed with the worker answering would look reset), are left
-  out; ``/readyz`` shows the answering worker's circuits.
+  those restarted or gone included. Each worker also copies its own circuit and shadow state into gauges
+  there every second (``publish_state``), combined as ``tierwise.metrics.WORKER_MODES`` says; a stopping
+  worker's live ones leave the sums (``stopped``).
 - **Reloads**: ``SIGHUP`` to the parent (the supervisor) restarts the workers one by one, each new one
   ready before the old one stops, and each reads the config file again. ``POST /v1/tierwise/admin/reload``
   reloads the worker that answers and then, with the SQLite store, sends the parent that ``SIGHUP`` so that
@@ -28,6 +28,7 @@ times the config's; a restart, so a reload, starts each worker's day's spend aga
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shutil
@@ -36,8 +37,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tierwise.metrics import WORKER_PUBLISH_S
+
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from tierwise.metrics import Metrics
 
 CONFIG_ENV = "TIERWISE_WORKER_CONFIG"
 WORKERS_ENV = "TIERWISE_WORKERS"
@@ -81,6 +86,22 @@ def restart_all() -> bool | None:
     except ProcessLookupError:
         return False
     return True
+
+
+async def publish_state(metrics: Metrics) -> None:
+    """Every WORKER_PUBLISH_S, this worker's circuit and shadow state into the shared gauges (until
+    cancelled)."""
+    while True:
+        metrics.publish_worker_state()
+        await asyncio.sleep(WORKER_PUBLISH_S)
+
+
+def stopped() -> None:
+    """A worker stopping: its live gauges (breakers open, comparisons running, the day's spend) no longer
+    count; its counts stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def app() -> Starlette:
