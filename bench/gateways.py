@@ -40,7 +40,6 @@ import os
 import platform
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from overhead import _cpu_model, free_port, train_artifact  # shared with the overhead bench
+from overhead import _count_records, _cpu_model, bench_config, free_port, train_artifact  # shared
 
 HERE = Path(__file__).resolve().parent
 LITELLM_SPEC = "litellm[proxy]==1.74.9"
@@ -219,14 +218,7 @@ def start_tierwise(upstream: int, workdir: Path, artifact: Path, key: str = "c")
     knn router's matrix-vector products otherwise go through OpenBLAS's thread pool, see the README). "g":
     the same with two worker processes."""
     port = free_port()
-    price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
-    config: dict[str, Any] = {
-        "providers": {"up": {"type": "openai", "base_url": f"http://127.0.0.1:{upstream}/v1"}},
-        "models": {name: {"provider": "up", "price": price} for name in ("cheap-a", "mid-a", "premium-a")},
-        "tiers": {"cheap": ["cheap-a"], "mid": ["mid-a"], "premium": ["premium-a"]},
-        "routing": {"classifier": {"type": "learned", "artifact": str(artifact), "threshold": 0.8}},
-        "store": {"path": str(workdir / f"records-{key}.db")},
-    }
+    config = bench_config(upstream, {"path": str(workdir / f"records-{key}.db")}, artifact)
     path = workdir / f"tierwise-{key}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ)
@@ -860,16 +852,6 @@ def completed(
         n += args.requests + args.warmup
         n += sum(r[key][f"c{c}"]["requests"] + r[key][f"c{c}"]["warmup_requests"] for c in levels)
     return {"completed": n}
-
-
-def _count_records(path: Path) -> int:
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(path)
-    try:
-        return int(db.execute("SELECT count(*) FROM records").fetchone()[0])
-    finally:
-        db.close()
 
 
 def _git_head() -> str:

@@ -81,18 +81,25 @@ def train_artifact(data: Path, workdir: Path) -> Path:
     return save_router(router, workdir / "router.tw")
 
 
-def start_proxy(
-    upstream_port: int, port: int, workdir: Path, artifact: Path | None = None, workers: int = 1
-) -> subprocess.Popen[bytes]:
+def bench_config(upstream_port: int, store: dict[str, Any], artifact: Path | None = None) -> dict[str, Any]:
+    """The benches' tierwise config: three one-model tiers on the loopback upstream, ``store`` as the store
+    section, and with ``artifact`` the learned router on it (threshold 0.8)."""
     price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
     config: dict[str, Any] = {
         "providers": {"up": {"type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},
         "models": {name: {"provider": "up", "price": price} for name in ("cheap-a", "mid-a", "premium-a")},
         "tiers": {"cheap": ["cheap-a"], "mid": ["mid-a"], "premium": ["premium-a"]},
-        "store": {"path": str(workdir / "records.db")},
+        "store": store,
     }
     if artifact is not None:
         config["routing"] = {"classifier": {"type": "learned", "artifact": str(artifact), "threshold": 0.8}}
+    return config
+
+
+def start_proxy(
+    upstream_port: int, port: int, workdir: Path, artifact: Path | None = None, workers: int = 1
+) -> subprocess.Popen[bytes]:
+    config = bench_config(upstream_port, {"path": str(workdir / "records.db")}, artifact)
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "tierwise", "serve", "--config", str(path), "--port", str(port)]
@@ -250,8 +257,11 @@ def main() -> None:
 
 
 def _count_records(path: Path) -> int:
+    """Records in a bench's SQLite store (0 when it was never created)."""
     import sqlite3
 
+    if not path.exists():
+        return 0
     db = sqlite3.connect(path)
     try:
         return int(db.execute("SELECT count(*) FROM records").fetchone()[0])

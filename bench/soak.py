@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from overhead import _cpu_model, free_port, train_artifact, wait_http
+from overhead import _cpu_model, bench_config, free_port, train_artifact, wait_http
 
 PROMPTS = [
     "Rephrase: the quick brown fox jumps over the lazy dog.",
@@ -108,14 +108,8 @@ def start_postgres() -> tuple[str, list[str], Path]:
 def start_replica(
     upstream_port: int, port: int, dsn: str | None, artifact: Path, workdir: Path
 ) -> subprocess.Popen[bytes]:
-    price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
-    config: dict[str, Any] = {
-        "providers": {"up": {"type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},
-        "models": {name: {"provider": "up", "price": price} for name in ("cheap-a", "mid-a", "premium-a")},
-        "tiers": {"cheap": ["cheap-a"], "mid": ["mid-a"], "premium": ["premium-a"]},
-        "routing": {"classifier": {"type": "learned", "artifact": str(artifact), "threshold": 0.8}},
-        "store": {"type": "postgres", "dsn": dsn} if dsn else {"path": str(workdir / f"records-{port}.db")},
-    }
+    store = {"type": "postgres", "dsn": dsn} if dsn else {"path": str(workdir / f"records-{port}.db")}
+    config = bench_config(upstream_port, store, artifact)
     path = workdir / f"replica-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(

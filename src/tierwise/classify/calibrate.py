@@ -91,6 +91,18 @@ def calibrate(
 def write_threshold(config_path: Path, threshold: float, artifact: str | None = None) -> None:
     """Set routing.classifier.threshold (and type: learned, and the artifact if given) in a YAML config,
     keeping its comments and layout."""
+    yaml, data = _load(config_path)
+    routing = data.setdefault("routing", {})
+    classifier = routing.setdefault("classifier", {})
+    classifier["type"] = "learned"
+    if artifact is not None:
+        classifier["artifact"] = artifact
+    classifier["threshold"] = round(float(threshold), 4)
+    _dump(yaml, data, config_path)
+
+
+def _load(config_path: Path) -> tuple[Any, Any]:
+    """The YAML config as a round-trip document (its comments and layout kept), and the YAML that wrote it."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -100,13 +112,7 @@ def write_threshold(config_path: Path, threshold: float, artifact: str | None = 
         data = yaml.load(config_path.read_text("utf-8"))
     except (OSError, YAMLError) as exc:
         raise ConfigError(f"{config_path}: cannot update it ({exc})") from None
-    routing = data.setdefault("routing", {})
-    classifier = routing.setdefault("classifier", {})
-    classifier["type"] = "learned"
-    if artifact is not None:
-        classifier["artifact"] = artifact
-    classifier["threshold"] = round(float(threshold), 4)
-    _dump(yaml, data, config_path)
+    return yaml, data
 
 
 def _dump(yaml: Any, data: Any, config_path: Path) -> None:
@@ -179,15 +185,7 @@ def write_policy(config_path: Path, result: PolicyCalibration, gate_artifact: st
     """Set routing.policy, the auto bands and the learned gate's threshold in a YAML config, keeping its
     comments. The config must list a learned gate in routing.cascade.gates, or ``gate_artifact`` names one
     to add."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    yaml = YAML()
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    try:
-        data = yaml.load(config_path.read_text("utf-8"))
-    except (OSError, YAMLError) as exc:
-        raise ConfigError(f"{config_path}: cannot update it ({exc})") from None
+    yaml, data = _load(config_path)
     routing = data.setdefault("routing", {})
     routing["policy"] = result.policy
     if result.policy == "auto":
