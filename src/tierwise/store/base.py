@@ -169,8 +169,8 @@ def group_rows(batch: Sequence[Item], bad: list[tuple[Item, Exception]] | None =
 
 _STOP = object()
 # How long the writer waits, after an item arrives, for others to join its batch (seconds). Measured with
-# bench/overhead.py's harness (learned routing): sequential latency ~0.15 ms lower than writing each record
-# as it comes, the same throughput at concurrency 50.
+# bench/overhead.py (learned routing; bench/README.md): sequential latency about 0.2 ms lower than writing
+# each record as it comes, throughput at concurrency 50 the same within the machine's noise.
 GATHER_S = 0.005
 _KEEP_ERRORS = 100
 # How long ``close`` waits for the writer to drain the queue (seconds).
