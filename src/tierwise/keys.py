@@ -48,6 +48,9 @@ OVER_BUDGET: tuple[OverBudget, ...] = ("refuse", "route_down")
 Period = Literal["day", "month"]
 # How many minutes of per-minute counts the database keeps.
 KEEP_MINUTES = 10
+# The shadow comparisons' background spend is counted in key_usage under this id, which no key can have (an
+# id starts with a letter or a digit): every replica and worker sharing the store holds one daily cap.
+SHADOW_SPEND_ID = "~shadow"
 
 
 def new_secret() -> str:
@@ -300,6 +303,14 @@ class KeyRing:
             row[1] += requests
         if self.store is not None:
             self.store.submit(KeyUsage(key_id, self.replica, both, cost_usd, requests, minute))
+
+    def shadow_spent_today(self) -> float:
+        """What shadow comparisons spent this UTC day: this replica's, and the others' as last read."""
+        return self.used(SHADOW_SPEND_ID, periods(self.clock())[0])[0]
+
+    def count_shadow_spend(self, cost_usd: float) -> None:
+        """A shadow comparison's background answer or judging cost this much (counted like a key's spend)."""
+        self._add(SHADOW_SPEND_ID, self.clock(), cost_usd, 0, None)
 
     def sink(self, inner: RecordSink) -> RecordSink:
         """A record sink that counts each finished request's cost against its key (one in ``by_id``), then

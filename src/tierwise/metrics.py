@@ -29,14 +29,14 @@ __all__ = ["CONTENT_TYPE", "Metrics", "MetricsSink"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # With several workers, how each worker's own state is combined at a scrape (prometheus_client's multiprocess
 # gauge modes): a breaker counts as open if it is in any live worker; the counts are summed over every worker
-# that ever ran (a restarted worker's files stay, so the sums never go down); what is running now and the
-# day's spend, over the live workers.
+# that ever ran (a restarted worker's files stay, so the sums never go down); what is running now, over the
+# live workers; the day's spend, which each worker reads from the store as a total, the highest of theirs.
 WORKER_MODES: dict[str, Literal["livemax", "sum", "livesum"]] = {
     "tierwise_circuit_open": "livemax",
     "tierwise_circuit_opened_total": "sum",
     "tierwise_shadow_skipped_total": "sum",
     "tierwise_shadow_running": "livesum",
-    "tierwise_shadow_spent_usd_today": "livesum",
+    "tierwise_shadow_spent_usd_today": "livemax",
 }
 WORKER_PUBLISH_S = 1.0
 

@@ -9,9 +9,10 @@ judge, or the programmatic comparison) and one ``Comparison`` row is written per
 Background work never reaches the client and never delays it: it starts after the client's answer is
 complete, as a task of its own; at most ``max_concurrent`` run at once (a sampled request that finds them
 busy is skipped, never queued), and past ``max_spend_usd_per_day`` (background answers plus judging, per UTC
-day, per process, kept across reloads) no new comparison starts. A background answer that fails still counts
-what its attempts cost. Background answers leave no request record of their own: their
-cost is in the comparison row, so the request counts stay the client's.
+day) no new comparison starts. The spend is counted through the proxy's KeyRing, in the store's usage rows:
+every replica and worker sharing the store holds the one cap, and a restart keeps the day's spend. A
+background answer that fails still counts what its attempts cost. Background answers leave no request record
+of their own: their cost is in the comparison row, so the request counts stay the client's.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tierwise.policy.engine import AUTO_MODELS
 from tierwise.store.records import Comparison, RoutingRecord
 
 if TYPE_CHECKING:
+    from tierwise.keys import KeyRing
     from tierwise.policy.engine import Engine, RequestContext, Route
     from tierwise.store import RecordSink
 
@@ -42,19 +44,27 @@ _DAY = 86400
 
 class ShadowState:
     """What outlives a reload: the running comparisons, the per-day spend and the skip counts. The proxy
-    owns one and hands it to every ``Shadow`` it builds, so a reload resets neither the cap nor the count."""
+    owns one and hands it to every ``Shadow`` it builds, so a reload resets neither the cap nor the count.
+    With ``ring`` (the proxy's KeyRing) the spend is the store's, shared by every process that uses it;
+    without, this process's own."""
 
-    def __init__(self) -> None:
+    def __init__(self, ring: KeyRing | None = None) -> None:
         self.tasks: set[asyncio.Task[None]] = set()
         self.skipped: Counter[str] = Counter()
+        self.ring = ring
         self._day = -1
         self._spent = 0.0
 
     @property
     def spent_today(self) -> float:
+        if self.ring is not None:
+            return self.ring.shadow_spent_today()
         return self._spent if self._day == int(time.time() // _DAY) else 0.0
 
     def spend(self, usd: float) -> None:
+        if self.ring is not None:
+            self.ring.count_shadow_spend(usd)
+            return
         day = int(time.time() // _DAY)
         if day != self._day:
             self._day, self._spent = day, 0.0

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import router_config
+from tests.conftest import RunningProxy, router_config
 from tierwise.store.records import Comparison
 from tierwise.testing.upstreams import Behaviour, FakeUpstream
 
@@ -149,6 +150,40 @@ def test_the_spend_cap_stops_shadow_work(start_proxy: Any, openai_upstream: Fake
     assert 'tierwise_shadow_skipped_total{reason="budget"} 3.0' in metrics
     assert 'tierwise_shadow_skipped_total{reason="busy"} 0.0' in metrics
     assert "tierwise_shadow_running 0.0" in metrics and "tierwise_shadow_spent_usd_today 0.0" in metrics
+
+
+def test_the_spend_cap_is_the_stores_so_a_second_process_or_a_restart_keeps_the_days_spend(
+    tmp_path: Path, openai_upstream: FakeUpstream
+) -> None:
+    shared = tmp_path / "shared.db"
+    first = RunningProxy(config(openai_upstream, mode="shadow", shadow={"sample": 1.0}), shared)
+    try:
+        for _ in range(2):
+            httpx.post(first.base_url + "/chat/completions", json={"model": "tierwise/auto", "messages": ASK})
+        pairs = comparisons(first, 2)
+        spent = sum(p.router_cost_usd + p.judge_cost_usd for p in pairs)
+        assert spent > 0
+        assert first.app.state.proxy.shadow.spent_today == pytest.approx(spent)
+    finally:
+        first.stop()
+    # Another process on the same store, or this one restarted, with the day's cap at what was spent: it
+    # reads the spend from the store's usage rows at startup, so it starts no comparison.
+    capped = config(openai_upstream, mode="shadow", shadow={"sample": 1.0, "max_spend_usd_per_day": spent})
+    second = RunningProxy(capped, shared)
+    try:
+        reply = httpx.post(
+            second.base_url + "/chat/completions", json={"model": "tierwise/auto", "messages": ASK}
+        )
+        assert reply.status_code == 200
+        time.sleep(0.2)
+        assert len(comparisons(second, 3, timeout=0.2)) == 2  # the first process's two, no third
+        assert len(openai_upstream.requests_for("cheap-a")) == 2
+        metrics = httpx.get(second.url + "/metrics").text
+        assert 'tierwise_shadow_skipped_total{reason="budget"} 1.0' in metrics
+        (line,) = [x for x in metrics.splitlines() if x.startswith("tierwise_shadow_spent_usd_today ")]
+        assert float(line.split()[1]) == pytest.approx(spent)
+    finally:
+        second.stop()
 
 
 def test_failed_background_answers_are_recorded_not_raised(

@@ -119,8 +119,9 @@ class Proxy:
         self.sink: RecordSink | None = sink if sink is not None else store
         self.metrics: Metrics | None = None
         self._retiring: set[asyncio.Task[None]] = set()
-        # The shadow comparisons' running tasks, daily spend and skip counts: they outlive every reload.
-        self.shadow_state = ShadowState()
+        # The shadow comparisons' running tasks, daily spend (counted in the store's usage rows, with the
+        # keys') and skip counts: they outlive every reload.
+        self.shadow_state = ShadowState(self.keys)
         self._apply(config, engine)
 
     def _apply(self, config: RouterConfig, engine: Engine) -> None:
