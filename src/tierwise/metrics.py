@@ -46,6 +46,7 @@ class Metrics:
         self.registry = reg = CollectorRegistry()
         self._local: list[Collector] = []
         self._worker_gauges: dict[str, Any] = {}
+        self._worker_series: dict[str, set[tuple[str, ...]]] = {}  # label values last published, per gauge
         by_class = ["request_class"]
         self.requests = Counter(
             "tierwise_requests",
@@ -151,9 +152,12 @@ class Metrics:
         """With several workers (prometheus_client's multiprocess mode): this worker's circuit and shadow
         state into multiprocess gauges, which a scrape through any worker combines per WORKER_MODES (the
         breakers' state: the max over the live workers; counts: summed over all, restarted ones included).
-        Each worker publishes every WORKER_PUBLISH_S and just before answering a scrape."""
+        Each worker publishes every WORKER_PUBLISH_S and just before answering a scrape. A series this worker
+        no longer has (a model a config version removed) cannot leave its file: a live one is set to 0 (a
+        removed model's breaker is not open), a count keeps its last value."""
         from prometheus_client import Gauge
 
+        now: dict[str, set[tuple[str, ...]]] = {}
         for collector in self._local:
             for family in collector.collect():
                 for sample in family.samples:
@@ -167,7 +171,14 @@ class Metrics:
                             registry=None,
                         )
                         self._worker_gauges[sample.name] = gauge
-                    (gauge.labels(**sample.labels) if sample.labels else gauge).set(sample.value)
+                    values = tuple(sample.labels.values())
+                    now.setdefault(sample.name, set()).add(values)
+                    (gauge.labels(*values) if values else gauge).set(sample.value)
+        for name, before in self._worker_series.items():
+            if WORKER_MODES[name].startswith("live"):
+                for values in before - now.get(name, set()):
+                    self._worker_gauges[name].labels(*values).set(0.0)
+        self._worker_series = now
 
     def track_shadow(self, state: ShadowState) -> None:
         """Expose the shadow comparisons' own state (read at each scrape): ``tierwise_shadow_skipped_total``

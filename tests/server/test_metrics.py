@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -129,3 +133,49 @@ def test_cost_and_baseline_follow_the_report_rule() -> None:
         row["baseline_cost_usd"]
     )
     assert row["baseline_cost_usd"] == pytest.approx(0.01)
+
+
+WORKER_GAUGES = """
+import sys
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from tierwise.config import CircuitConfig
+from tierwise.metrics import Metrics
+from tierwise.policy.circuit import Circuits
+
+spec = CircuitConfig()
+circuits = {"now": Circuits(spec, ["a", "b"])}
+for _ in range(spec.failures):
+    circuits["now"].get("a").failure(False)
+metrics = Metrics()
+metrics.track_circuits(lambda: circuits["now"])
+metrics.publish_worker_state()
+circuits["now"] = Circuits(spec, ["b"])  # a config version without model a
+metrics.publish_worker_state()
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+sys.stdout.write(generate_latest(registry).decode())
+"""
+
+
+def test_a_worker_zeroes_the_live_gauge_of_a_model_it_no_longer_has(tmp_path: Path) -> None:
+    """Under serve --workers each worker copies its breakers into multiprocess gauges; a model a new config
+    version removed must not stay open there (its file cannot drop the series), while its count stays."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "TIERWISE_WORKERS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_GAUGES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(done.stdout)
+        for s in family.samples
+        if s.name.startswith("tierwise_circuit")
+    }
+    assert got[("tierwise_circuit_open", (("model", "a"),))] == 0.0
+    assert got[("tierwise_circuit_open", (("model", "b"),))] == 0.0
+    assert got[("tierwise_circuit_opened_total", (("model", "a"),))] == 1.0
