@@ -115,6 +115,9 @@ class Neighbours:
         self.frequent, self.block, self.term_ptr, self.docs = frequent, block, term_ptr, docs
         self.weights, self.dense, self.labels = weights, dense, labels
         self.embedded, self.embedding_weight = embedded, embedding_weight
+        # Feature by prompt: a query's feature product reads it row by row (about half the time of dense's
+        # prompt-by-feature layout).
+        self.dense_by_feature = np.ascontiguousarray(dense.T)
 
     @classmethod
     def build(
@@ -183,11 +186,12 @@ class Neighbours:
         # float32 throughout the products: a float64 operand would make numpy convert the stored matrices on
         # every call. Only the block rows of the query's own terms are multiplied, which also keeps each
         # product too small for BLAS to hand to its threads.
-        sims: FloatArray = (self.dense @ (dense / norm).astype(np.float32)).astype(np.float64)
+        sims: FloatArray = ((dense / norm).astype(np.float32) @ self.dense_by_feature).astype(np.float64)
         rows = self.frequent[idx]
         common = rows >= 0
         if common.any():
-            sims += val[common].astype(np.float32) @ self.block[rows[common]]
+            # np.dot, not @: numpy's matmul takes ~5 µs longer on a vector and a few rows.
+            sims += np.dot(val[common].astype(np.float32), self.block.take(rows[common], axis=0))
         starts, ends = self.term_ptr[idx], self.term_ptr[idx + 1]
         lengths = ends - starts
         total = int(lengths.sum())
@@ -209,7 +213,8 @@ class Neighbours:
         with ``prior * k`` pseudo-neighbours at the tier's base rate."""
         k = max(1, min(k, len(sims) // 4))
         prior *= k
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        n = len(sims)
+        top = np.argpartition(sims, n - k)[n - k :] if k < n else np.arange(n)
         w = np.maximum(sims[top], 0.0)
         out: FloatArray = (w @ self.labels[top] + prior * base) / (w.sum() + prior)
         return out
