@@ -144,3 +144,21 @@ async def test_slow_upstream_times_out(provider: OpenAIProvider, upstream: FakeU
         await provider.complete(REQUEST, MODEL, timeout=0.2)
     with pytest.raises(UpstreamTimeout):
         await provider.stream(REQUEST, MODEL, timeout=0.2)
+
+
+async def test_a_cookie_an_upstream_sets_never_goes_out_with_a_later_request(upstream: FakeUpstream) -> None:
+    """The proxy's one connection pool serves every client: a cookie from one answer (e.g. a CDN's session
+    cookie) must not travel with the next client's request. By host name, which a cookie jar would keep."""
+    upstream.script(MODEL, Behaviour(set_cookie="session=client-one; Path=/"))
+    base_url = upstream.base_url.replace("127.0.0.1", "localhost")
+    config = OpenAIProviderConfig.model_validate(
+        {"type": "openai", "base_url": base_url, "api_key": "sk-test"}
+    )
+    provider = OpenAIProvider("up", config)
+    try:
+        for _ in range(2):
+            await provider.complete(REQUEST, MODEL, timeout=5)
+    finally:
+        await provider.aclose()
+    first, second = upstream.requests
+    assert "cookie" not in first.headers and "cookie" not in second.headers

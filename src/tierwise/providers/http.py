@@ -67,7 +67,10 @@ class HTTPProvider(Provider):
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            # No cookie jar: a cookie one client's request brought back must not go out with another's.
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def post(

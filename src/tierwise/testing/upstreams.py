@@ -64,6 +64,7 @@ class Behaviour:
     content: str | None = None
     tool_calls: list[tuple[str, str]] | None = None
     finish_reason: str | None = None
+    set_cookie: str | None = None  # a Set-Cookie header on a non-streamed OpenAI-shaped answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +317,10 @@ class FakeUpstream:
         usage, ids = self.usage, self._ids
         if self.shape == "openai":
             if not stream:
-                return _json(_shapes.openai_completion(model, text, calls, finish, usage=usage, ids=ids))
+                answer = _json(_shapes.openai_completion(model, text, calls, finish, usage=usage, ids=ids))
+                if behaviour.set_cookie:
+                    answer.headers["set-cookie"] = behaviour.set_cookie
+                return answer
             events = _shapes.openai_chunks(body, model, text, calls, finish, usage=usage, ids=ids)
             return await self._send_stream(request, behaviour, events)
         stop = _shapes.anthropic_stop(finish)
