@@ -405,3 +405,6 @@ def test_config_keys_need_ids_of_their_own() -> None:
     keys = [{"id": "team", "key": "k1"}, {"id": "other", "key": "k2"}, {"id": "team", "key": "k3"}]
     message = config_error(minimal(auth={"keys": keys}))
     assert "auth.keys.2.id: 'team' is also the id of auth.keys.0" in message
+    # tierwise's own usage rows (the shadow comparisons' spend) go by ids starting with "~".
+    message = config_error(minimal(auth={"keys": [{"id": "~shadow", "key": "k1"}]}))
+    assert "auth.keys.0.id" in message and "must not start with '~'" in message

@@ -49,7 +49,7 @@ class ServerConfig(_Strict):
 
 
 class ApiKey(_Strict):
-    id: str
+    id: str = Field(min_length=1)
     key: SecretStr
     user_tier: str | None = None
     # The key's team: when set, the request class of its requests (an x-tierwise-class header still wins).
@@ -59,6 +59,14 @@ class ApiKey(_Strict):
     budget: str | None = None
     rpm: int | None = Field(None, ge=1)
     over_budget: Literal["refuse", "route_down"] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if value.startswith("~"):
+            # tierwise's own usage rows (the shadow comparisons' spend, tierwise.keys) go by such ids.
+            raise ValueError("must not start with '~' (tierwise keeps its own usage under such ids)")
+        return value
 
     @field_validator("budget")
     @classmethod
@@ -541,7 +549,8 @@ class ShadowConfig(_Strict):
     # mode live: the share of routed requests the baseline model also answers, in the background.
     baseline_sample: float = Field(0.0, ge=0, le=1)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    # What background answers and judging may spend per UTC day, per process; past it shadow work stops.
+    # What background answers and judging may spend per UTC day, all processes on the store together (counted
+    # with the API keys' usage, under ~shadow); past it shadow work stops.
     max_spend_usd_per_day: float = Field(5.0, ge=0)
     # Background comparisons running at once; a sampled request finding them all busy is skipped.
     max_concurrent: int = Field(8, gt=0)

@@ -310,7 +310,8 @@ class KeyRing:
 
     def count_shadow_spend(self, cost_usd: float) -> None:
         """A shadow comparison's background answer or judging cost this much (counted like a key's spend)."""
-        self._add(SHADOW_SPEND_ID, self.clock(), cost_usd, 0, None)
+        if cost_usd > 0:
+            self._add(SHADOW_SPEND_ID, self.clock(), cost_usd, 0, None)
 
     def sink(self, inner: RecordSink) -> RecordSink:
         """A record sink that counts each finished request's cost against its key (one in ``by_id``), then

@@ -177,7 +177,8 @@ class Metrics:
         for name, before in self._worker_series.items():
             if WORKER_MODES[name].startswith("live"):
                 for values in before - now.get(name, set()):
-                    self._worker_gauges[name].labels(*values).set(0.0)
+                    gauge = self._worker_gauges[name]
+                    (gauge.labels(*values) if values else gauge).set(0.0)
         self._worker_series = now
 
     def track_shadow(self, state: ShadowState) -> None:

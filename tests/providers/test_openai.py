@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
 from tierwise.config import OpenAIProviderConfig
@@ -158,6 +159,7 @@ async def test_a_cookie_an_upstream_sets_never_goes_out_with_a_later_request(ups
     try:
         for _ in range(2):
             await provider.complete(REQUEST, MODEL, timeout=5)
+        assert isinstance(provider.session.cookie_jar, aiohttp.DummyCookieJar)
     finally:
         await provider.aclose()
     first, second = upstream.requests

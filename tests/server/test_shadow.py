@@ -166,9 +166,10 @@ def test_the_spend_cap_is_the_stores_so_a_second_process_or_a_restart_keeps_the_
         assert first.app.state.proxy.shadow.spent_today == pytest.approx(spent)
     finally:
         first.stop()
-    # Another process on the same store, or this one restarted, with the day's cap at what was spent: it
+    # Another process on the same store, or this one restarted, with the day's cap under what was spent: it
     # reads the spend from the store's usage rows at startup, so it starts no comparison.
-    capped = config(openai_upstream, mode="shadow", shadow={"sample": 1.0, "max_spend_usd_per_day": spent})
+    cap = spent / 2
+    capped = config(openai_upstream, mode="shadow", shadow={"sample": 1.0, "max_spend_usd_per_day": cap})
     second = RunningProxy(capped, shared)
     try:
         reply = httpx.post(

@@ -22,8 +22,8 @@ What the workers share besides the store:
 - **Shutdown**: ``SIGTERM``/``SIGINT`` to the parent stops every worker gracefully (requests in flight
   finish within ``server.shutdown_grace_s``, every record is written).
 
-Per worker, not shared: the shadow comparisons' daily spend cap and concurrency bound (so the fleet's are N
-times the config's; a restart, so a reload, starts each worker's day's spend again) and the circuit breakers.
+Per worker, not shared: the shadow comparisons' concurrency bound (so the host's is N times the config's)
+and the circuit breakers. The shadow comparisons' daily spend cap is the store's, as the keys' budgets are.
 """
 
 from __future__ import annotations
