@@ -61,6 +61,10 @@ def serve(
         store.release()  # the parent holds no connection: each worker opens its own
         worker_mod.prepare(config, processes)  # the workers' environment: config path, metrics directory
         application = worker_mod.FACTORY
+    else:
+        from tierwise.server.collector import tune_for_serving
+
+        tune_for_serving()  # the app is built: its objects leave the collector's walks
     source = str(config) if config else "embedded demo config"
     many = f", {processes} workers" if processes > 1 else ""
     err.print(

@@ -39,10 +39,10 @@ from tierwise.policy import engine as engine_mod
 from tierwise.policy.engine import Completion, Engine, RequestContext
 from tierwise.policy.streaming import StreamingCompletion
 from tierwise.providers import build_providers
+from tierwise.server import collector, workers
 from tierwise.server import dashboard as dashboard_page
 from tierwise.server import stats as stats_api
 from tierwise.server import sync as config_sync
-from tierwise.server import workers
 from tierwise.server.ids import random_id
 from tierwise.server.messages import MessagesAPI
 from tierwise.shadow import Shadow, ShadowState
@@ -151,9 +151,10 @@ class Proxy:
         """Serve ``config`` with ``engine`` from now on; the old engine finishes what it has running."""
         old = self.engine
         self._apply(config, engine)
+        collector.thaw()  # under serve, so that the old engine can be collected once retired
         task = asyncio.create_task(self._retire(old, RETIRE_AFTER_S))
         self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        task.add_done_callback(self._retired)
 
     @staticmethod
     async def _retire(engine: Engine, delay: float) -> None:
@@ -161,6 +162,11 @@ class Proxy:
             await asyncio.sleep(delay)
         finally:
             await engine.aclose()
+
+    def _retired(self, task: asyncio.Task[None]) -> None:
+        self._retiring.discard(task)
+        if not self._retiring and not task.cancelled():
+            collector.refreeze()  # no replaced engine is left
 
     async def aclose(self) -> None:
         await self.shadow_state.drain(SHADOW_DRAIN_S)  # every engine's comparisons, before and after reloads

@@ -108,8 +108,11 @@ def app() -> Starlette:
     """The app of one worker (uvicorn calls this in each worker process)."""
     from tierwise.config import load_config
     from tierwise.server.app import create_app
+    from tierwise.server.collector import tune_for_serving
     from tierwise.store import open_store
 
     path = os.environ.get(CONFIG_ENV) or None
     config = load_config(path)
-    return create_app(config, store=open_store(config.store), config_path=Path(path) if path else None)
+    built = create_app(config, store=open_store(config.store), config_path=Path(path) if path else None)
+    tune_for_serving()  # as serve does for one process
+    return built
